@@ -1,0 +1,194 @@
+"""The estimator contract, stated once.
+
+An estimator turns a distribution's parameters and a function of a sample
+into one scalar `loss` whose value is minus the target and whose gradient is
+minus an estimate of the target's gradient (the surrogate trick):
+
+    est = estimators.build("reinforce", baseline="loo", n_samples=4)
+    out = est(logits, f)            # logits (B, D, K); f: z (S, B, D, K) -> (S, B)
+    (out.loss + out.aux_loss).backward()   # aux_loss may be None
+
+Categorical estimators: q(z) = prod_d Cat(softmax(logits[b, d])); K = 2 is a
+Bernoulli. `z` reaches `f` as one-hot floats, or as points of the simplex for
+relaxations, so decoders embed it as `z @ table`, never by index.
+
+Gaussian estimators (`latent = "gaussian"`): the first argument is `params`
+(B, D, 2) holding the mean in [..., 0] and the log standard deviation in
+[..., 1]; `f` receives z of shape (S, B, D).
+
+Target: mean_b E_{z~q_b}[f(z)_b], except `vimco`, whose target is the
+S-sample bound mean_b E[log (1/S) sum_s exp f(z_s)_b].
+
+`f` may depend on parameters, `logits` included; those pathwise gradients are
+part of the estimate. `context` (B, C) feeds input-dependent baselines; without
+it they see the detached logits.
+
+Estimator parameters (baselines, temperatures, control variates) are trained
+by `aux_loss` only: the gradient of `loss` never reaches them and the gradient
+of `aux_loss` never reaches anything else, so one optimiser over a model that
+holds the estimator as a submodule is safe, as are two separate optimisers.
+
+Axis legend: S samples, B batch, D latent variables, K categories, C context.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Optional
+
+import torch
+from torch import Tensor, nn
+
+Fn = Callable[[Tensor], Tensor]
+
+_REGISTRY: dict[str, type["Estimator"]] = {}
+
+
+@dataclass
+class Estimate:
+    loss: Tensor                      # () surrogate: value -target, grad -estimate
+    value: Tensor                     # (B,) detached target estimate
+    aux_loss: Optional[Tensor] = None  # () trains the estimator's own parameters
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def register(cls: type["Estimator"]) -> type["Estimator"]:
+    if cls.name in _REGISTRY:
+        raise ValueError(f"estimator name {cls.name!r} registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def names() -> list[str]:
+    """Registered estimator names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def options(name: str) -> dict[str, object]:
+    """The options `build(name, ...)` accepts, with their defaults."""
+    cls = _lookup(name)
+    sig = inspect.signature(cls.__init__)
+    return {p.name: p.default for p in list(sig.parameters.values())[1:]
+            if p.kind is p.KEYWORD_ONLY}
+
+
+def build(name: str, **opts) -> "Estimator":
+    """Build a registered estimator; unknown names or options raise ValueError."""
+    valid = options(name)
+    unknown = sorted(set(opts) - set(valid))
+    if unknown:
+        raise ValueError(f"estimator {name!r}: unknown option(s) {unknown}; "
+                         f"valid options are {sorted(valid)}")
+    return _REGISTRY[name](**opts)
+
+
+def _lookup(name: str) -> type["Estimator"]:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown estimator {name!r}; valid names are {names()}")
+    return _REGISTRY[name]
+
+
+def check_choice(key: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{key}={value!r} is not valid; choose one of {sorted(choices)}")
+
+
+def check_positive(key: str, value, minimum=0, strict=True) -> None:
+    ok = value > minimum if strict else value >= minimum
+    if not ok:
+        rel = ">" if strict else ">="
+        raise ValueError(f"{key}={value!r} is not valid; it must be {rel} {minimum}")
+
+
+class Estimator(nn.Module):
+    """Base class: validates inputs, then calls `estimate`.
+
+    Subclasses set `name`, `unbiased`, `min_samples` (and `latent` when not
+    categorical), take their options as keyword-only `__init__` arguments and
+    validate them there.
+    """
+
+    name: ClassVar[str] = ""
+    unbiased: ClassVar[bool] = True
+    min_samples: ClassVar[int] = 1
+    latent: ClassVar[str] = "categorical"
+
+    def __init__(self, *, n_samples: int = 1):
+        super().__init__()
+        if not isinstance(n_samples, int) or n_samples < self.min_samples:
+            raise ValueError(f"{self.name}: n_samples={n_samples!r} is not valid; "
+                             f"it must be an integer >= {self.min_samples}")
+        self.n_samples = n_samples
+        self._grad_open = False
+
+    def forward(self, logits: Tensor, f: Fn, context: Optional[Tensor] = None) -> Estimate:
+        self._check_params(logits)
+        if context is not None and (context.dim() != 2 or context.shape[0] != logits.shape[0]):
+            raise ValueError(f"{self.name}: context must have shape (B, C) with "
+                             f"B={logits.shape[0]}, got {tuple(context.shape)}")
+        return self.estimate(logits, _checked(f, logits.shape[0], self.name), context)
+
+    def estimate(self, logits: Tensor, f: Fn, context: Optional[Tensor]) -> Estimate:
+        raise NotImplementedError
+
+    # -- input checks ---------------------------------------------------
+    def _check_params(self, logits: Tensor) -> None:
+        what = "params" if self.latent == "gaussian" else "logits"
+        if not isinstance(logits, Tensor) or not logits.is_floating_point():
+            raise ValueError(f"{self.name}: {what} must be a floating-point tensor")
+        if logits.dim() != 3:
+            want = "(B, D, 2) [mean, log_std]" if self.latent == "gaussian" else "(B, D, K)"
+            raise ValueError(f"{self.name}: {what} must have shape {want}, "
+                             f"got {tuple(logits.shape)}")
+        if self.latent == "gaussian" and logits.shape[-1] != 2:
+            raise ValueError(f"{self.name}: params must have shape (B, D, 2) "
+                             f"[mean, log_std], got {tuple(logits.shape)}")
+        if self.latent == "categorical" and logits.shape[-1] < 2:
+            raise ValueError(f"{self.name}: logits need K >= 2 categories, "
+                             f"got shape {tuple(logits.shape)}")
+        if not torch.isfinite(logits).all():
+            raise ValueError(f"{self.name}: {what} contain NaN or inf")
+
+    # -- estimator-parameter isolation -----------------------------------
+    def gate(self, t: Tensor) -> Tensor:
+        """An alias of an estimator parameter whose gradient is dropped unless
+        the estimator is computing its own aux gradient (keeps `loss` from
+        training the estimator)."""
+        if not t.requires_grad:
+            return t
+        alias = t.view_as(t)
+        alias.register_hook(lambda g: g if self._grad_open else torch.zeros_like(g))
+        return alias
+
+    def aux_from_objective(self, objective: Tensor, params: list[Tensor]) -> Tensor:
+        """Turn a scalar objective into an aux_loss whose value is the objective
+        and whose gradient reaches `params` only (none of the model)."""
+        self._grad_open = True
+        try:
+            grads = torch.autograd.grad(objective, params, retain_graph=True, allow_unused=True)
+        finally:
+            self._grad_open = False
+        aux = objective.detach()
+        for p, g in zip(params, grads):
+            if g is not None:
+                aux = aux + ((p - p.detach()) * g.detach()).sum()
+        return aux
+
+    def extra_repr(self) -> str:
+        return f"n_samples={self.n_samples}"
+
+
+def _checked(f: Fn, batch: int, name: str) -> Fn:
+    def wrapped(z: Tensor) -> Tensor:
+        out = f(z)
+        want = (z.shape[0], batch)
+        if not isinstance(out, Tensor) or tuple(out.shape) != want:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(f"{name}: f must map z {tuple(z.shape)} to shape (S, B) = {want}, got {got}")
+        return out
+    return wrapped
+
+
+def surrogate(value: Tensor, grad_carrier: Tensor) -> Tensor:
+    """A tensor with the value of `value` and the gradient of `grad_carrier`."""
+    return value.detach() + grad_carrier - grad_carrier.detach()

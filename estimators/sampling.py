@@ -1,0 +1,66 @@
+"""Sampling helpers shared by the categorical estimators.
+
+Axis legend: S samples, B batch, D latent variables, K categories.
+All noise comes from torch's global generator (seed it for reproducibility).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def uniform(shape, like: Tensor) -> Tensor:
+    """U(0, 1) strictly inside the interval, so logs of it and of 1 - u stay finite."""
+    tiny = torch.finfo(like.dtype).tiny
+    u = torch.rand(shape, dtype=like.dtype, device=like.device)
+    return u.clamp(tiny, 1.0 - torch.finfo(like.dtype).eps)
+
+
+def gumbel(shape, like: Tensor) -> Tensor:
+    return -torch.log(-torch.log(uniform(shape, like)))
+
+
+def perturbed(logits: Tensor, S: int) -> Tensor:
+    """Gumbel-perturbed log-probabilities z = log p + g: (S, B, D, K).
+    argmax z ~ Cat(p) (Gumbel-max), and softmax(z / tau) is the Concrete sample."""
+    logp = logits.log_softmax(-1)
+    return logp + gumbel((S, *logits.shape), logits)
+
+
+def one_hot_argmax(z: Tensor) -> Tensor:
+    """(…, K) -> one-hot float of the argmax, same dtype."""
+    return F.one_hot(z.argmax(-1), z.shape[-1]).to(z.dtype)
+
+
+def sample_one_hot(logits: Tensor, S: int) -> Tensor:
+    """S one-hot draws from q: (S, B, D, K), no gradient."""
+    with torch.no_grad():
+        return one_hot_argmax(perturbed(logits, S))
+
+
+def log_prob(logits: Tensor, b: Tensor) -> Tensor:
+    """log q(b) summed over variables: logits (B, D, K), b (S, B, D, K) -> (S, B)."""
+    return (b * logits.log_softmax(-1)).sum((-1, -2))
+
+
+def conditional_perturbed(logits: Tensor, b: Tensor) -> Tensor:
+    """z~ ~ p(z | argmax z = b), reparameterised in the logits (Tucker et al. 2017, app. C).
+
+    With log p normalised, the maximum of log p + g is itself a standard Gumbel
+    -log(-log v_b); every other coordinate is a Gumbel with location log p_k
+    truncated below it: -log(-log v_k / p_k - log v_b).  Returns (S, B, D, K).
+    """
+    logp = logits.log_softmax(-1)                        # (B, D, K)
+    v = uniform(b.shape, logits)                         # (S, B, D, K)
+    log_v = v.log()
+    log_vb = (b * log_v).sum(-1, keepdim=True)           # (S, B, D, 1)
+    top = -torch.log(-log_vb)                            # the max coordinate
+    rest = -torch.log(-log_v * torch.exp(-logp) - log_vb)
+    return b * top + (1 - b) * rest
+
+
+def relaxed(z: Tensor, tau: Tensor | float) -> Tensor:
+    """Concrete relaxation softmax(z / tau), computed in log space so small
+    temperatures saturate to one-hot instead of producing NaN."""
+    return (z / tau).log_softmax(-1).exp()
