@@ -49,7 +49,9 @@ class Estimate:
     loss: Tensor                      # () surrogate: value -target, grad -estimate
     value: Tensor                     # (B,) detached target estimate
     aux_loss: Optional[Tensor] = None  # () trains the estimator's own parameters
-    metrics: dict[str, float] = field(default_factory=dict)
+    # scalars worth logging, as detached 0-dim tensors: float() them at logging
+    # time, so an estimator step never waits on the device
+    metrics: dict[str, Tensor] = field(default_factory=dict)
 
 
 def register(cls: type["Estimator"]) -> type["Estimator"]:

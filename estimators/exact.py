@@ -47,7 +47,7 @@ class Exact(Estimator):
         weights = log_prob(logits, z).exp()                             # (N, B)
         per_example = (weights * f(z)).sum(0)                           # (B,)
         return Estimate(loss=-per_example.mean(), value=per_example.detach(),
-                        metrics={"configs": float(n)})
+                        metrics={})
 
     def extra_repr(self) -> str:
         return f"max_configs={self.max_configs}"

@@ -1,0 +1,150 @@
+"""The public contract: names, build, shapes, dtypes, errors, and the isolation
+between `loss` (model) and `aux_loss` (estimator parameters)."""
+import pytest
+import torch
+
+import estimators
+from tests.problems import DTYPE, Problem
+
+CATEGORICAL = ["exact", "reinforce", "gumbel", "rebar", "relax", "vimco"]
+
+
+def test_names_and_attributes():
+    assert set(estimators.names()) == {"exact", "reinforce", "gumbel", "rebar", "relax",
+                                       "vimco", "reparam", "reinforce_gaussian"}
+    for name in estimators.names():
+        est = estimators.build(name)
+        assert isinstance(est, torch.nn.Module)
+        assert est.name == name
+        assert isinstance(est.unbiased, bool) and est.min_samples >= 1
+    assert not estimators.build("gumbel").unbiased
+    assert estimators.build("vimco").min_samples == 2
+
+
+@pytest.mark.parametrize("name", CATEGORICAL)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_estimate_fields(name, dtype):
+    torch.manual_seed(0)
+    problem = Problem.make(B=4, D=2, K=3)
+    logits, w, f = problem.replicate(1)
+    logits = logits.reshape(4, 2, 3).to(dtype).detach().requires_grad_()
+    g = lambda z: f(z.to(DTYPE)).to(dtype)
+    est = estimators.build(name).to(dtype)
+    out = est(logits, g, context=torch.randn(4, 5, dtype=dtype))
+    assert out.loss.shape == () and out.loss.dtype == dtype
+    assert out.value.shape == (4,) and not out.value.requires_grad
+    assert torch.isfinite(out.loss)
+    assert torch.allclose(out.loss, -out.value.mean(), atol=1e-5)
+    assert all(torch.as_tensor(v).numel() == 1 for v in out.metrics.values())
+    out.loss.backward()
+    assert torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize("name", ["rebar", "relax"])
+def test_loss_and_aux_loss_reach_disjoint_parameters(name):
+    torch.manual_seed(0)
+    problem = Problem.make(B=4, D=2, K=3)
+    logits, w, f = problem.replicate(1)
+    est = estimators.build(name).to(DTYPE)
+    out = est(logits.reshape(4, 2, 3), f)
+    own = list(est.parameters())
+    from_loss = torch.autograd.grad(out.loss, own + [logits, w], allow_unused=True,
+                                    materialize_grads=True, retain_graph=True)
+    assert all((g == 0).all() for g in from_loss[:len(own)]), "loss trains the estimator"
+    assert from_loss[-2].abs().sum() > 0
+    from_aux = torch.autograd.grad(out.aux_loss, own + [logits, w], allow_unused=True,
+                                   materialize_grads=True)
+    assert all((g == 0).all() for g in from_aux[-2:]), "aux_loss reaches the model"
+    assert sum(g.abs().sum() for g in from_aux[:len(own)]) > 0
+
+
+def test_one_optimiser_over_model_and_estimator_is_safe():
+    """(loss + aux_loss).backward() gives the model the same gradient as loss alone."""
+    problem = Problem.make(B=4, D=2, K=3)
+    est = estimators.build("relax").to(DTYPE)
+    grads = []
+    for with_aux in (False, True):
+        torch.manual_seed(7)
+        logits, w, f = problem.replicate(1)
+        out = est(logits.reshape(4, 2, 3), f)
+        (out.loss + (out.aux_loss if with_aux else 0)).backward()
+        grads.append(torch.cat([logits.grad.reshape(-1), w.grad.reshape(-1)]))
+    assert torch.equal(grads[0], grads[1])
+
+
+def test_learned_baseline_trains_only_itself():
+    problem = Problem.make(B=4, D=2, K=3)
+    logits, w, f = problem.replicate(1)
+    est = estimators.build("reinforce", baseline="learned").to(DTYPE)
+    out = est(logits.reshape(4, 2, 3), f)
+    g = torch.autograd.grad(out.aux_loss, [logits, w] + list(est.parameters()),
+                            allow_unused=True, materialize_grads=True)
+    assert (g[0] == 0).all() and (g[1] == 0).all() and g[2].abs().sum() > 0
+
+
+def test_hard_gumbel_is_one_hot_in_the_forward_pass():
+    seen = []
+    logits = torch.randn(5, 3, 4, requires_grad=True)
+    est = estimators.build("gumbel", hard=True, tau=0.3)
+    est(logits, lambda z: seen.append(z) or z.sum((-1, -2)))
+    z = seen[0]
+    assert torch.equal(z.sum(-1), torch.ones_like(z.sum(-1)))
+    assert set(z.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_gumbel_small_temperature_is_finite():
+    logits = torch.tensor([[[30.0, -30.0, 0.0]]], requires_grad=True)
+    out = estimators.build("gumbel", tau=1e-4)(logits, lambda z: (z * torch.arange(3.)).sum((-1, -2)))
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and torch.isfinite(logits.grad).all()
+
+
+def test_same_seed_same_numbers():
+    vals = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        logits = torch.randn(4, 2, 3, requires_grad=True)
+        out = estimators.build("rebar")(logits, lambda z: (z ** 2).sum((-1, -2)))
+        out.loss.backward()
+        vals.append(logits.grad.clone())
+    assert torch.equal(vals[0], vals[1])
+
+
+# -- bad inputs -----------------------------------------------------------------
+
+def _f(z):
+    return z.sum((-1, -2))
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: estimators.build("nope"), r"unknown estimator 'nope'.*valid names.*reinforce"),
+    (lambda: estimators.build("gumbel", temperature=1), r"unknown option.*temperature.*valid options.*tau"),
+    (lambda: estimators.build("vimco", n_samples=1), r"n_samples=1.*>= 2"),
+    (lambda: estimators.build("reinforce", baseline="loo", n_samples=1), r"loo.*n_samples >= 2"),
+    (lambda: estimators.build("reinforce", baseline="mean"), r"baseline='mean'.*\['ema', 'learned', 'loo', 'none'\]"),
+    (lambda: estimators.build("gumbel", tau=0.0), r"tau=0.0.*> 0"),
+    (lambda: estimators.build("reinforce", ema_decay=1.0), r"ema_decay"),
+    (lambda: estimators.build("exact")(torch.zeros(1, 13, 2), _f), r"2\^13 = 8192.*max_configs=4096"),
+    (lambda: estimators.build("gumbel")(torch.zeros(3, 4), _f), r"logits must have shape \(B, D, K\), got \(3, 4\)"),
+    (lambda: estimators.build("gumbel")(torch.zeros(3, 4, 1), _f), r"K >= 2"),
+    (lambda: estimators.build("reinforce")(torch.full((2, 1, 3), float("nan")), _f), r"NaN"),
+    (lambda: estimators.build("reinforce")(torch.zeros(2, 1, 3), lambda z: z.sum()), r"f must map z .* to shape \(S, B\)"),
+    (lambda: estimators.build("reparam")(torch.zeros(2, 3, 3), lambda z: z.sum(-1)), r"params must have shape \(B, D, 2\)"),
+    (lambda: estimators.build("reinforce")(torch.zeros(2, 1, 3), _f, context=torch.zeros(3, 4)), r"context must have shape"),
+])
+def test_bad_inputs_say_what_is_wrong(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", estimators.names())
+def test_cuda_device_follows_logits(name):
+    est = estimators.build(name).cuda()
+    shape = (4, 3, 2) if est.latent == "gaussian" else (4, 3, 5)
+    p = torch.randn(*shape, device="cuda", requires_grad=True)
+    f = (lambda z: z.sum(-1)) if est.latent == "gaussian" else _f
+    out = est(p, f)
+    out.loss.backward()
+    assert out.value.device.type == "cuda" and p.grad.device.type == "cuda"
