@@ -8,7 +8,7 @@ interface. The contract is in `estimators.base`; each estimator is one file.
 """
 from .base import Estimate, Estimator, build, names, options, register
 from . import exact, reinforce, gumbel, rebar, relax, vimco, gaussian  # noqa: F401  (registration)
-from .stats import GradStats, gradient_stats
+from .stats import GradStats, gradient_stats, logit_gradient_stats
 
 __all__ = ["Estimate", "Estimator", "build", "names", "options", "register",
-           "GradStats", "gradient_stats"]
+           "GradStats", "gradient_stats", "logit_gradient_stats"]

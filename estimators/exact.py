@@ -5,6 +5,7 @@ choice whenever K^D is small: zero variance, one batched call of f.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Optional
 
@@ -16,10 +17,15 @@ from .base import Estimate, Estimator, Fn, register
 from .sampling import log_prob
 
 
+@functools.lru_cache(maxsize=32)
+def _configs(D: int, K: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    idx = torch.tensor(list(itertools.product(range(K), repeat=D)), device=device)
+    return F.one_hot(idx, K).to(dtype)
+
+
 def all_configs(D: int, K: int, like: Tensor) -> Tensor:
-    """Every joint one-hot value: (K^D, D, K)."""
-    idx = torch.tensor(list(itertools.product(range(K), repeat=D)), device=like.device)
-    return F.one_hot(idx, K).to(like.dtype)
+    """Every joint one-hot value: (K^D, D, K), built once per shape and device."""
+    return _configs(D, K, like.device, like.dtype)
 
 
 @register

@@ -6,7 +6,6 @@ All noise comes from torch's global generator (seed it for reproducibility).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -30,7 +29,8 @@ def perturbed(logits: Tensor, S: int) -> Tensor:
 
 def one_hot_argmax(z: Tensor) -> Tensor:
     """(…, K) -> one-hot float of the argmax, same dtype."""
-    return F.one_hot(z.argmax(-1), z.shape[-1]).to(z.dtype)
+    # scatter rather than F.one_hot: no data-dependent size check, so vmap-able
+    return torch.zeros_like(z).scatter(-1, z.argmax(-1, keepdim=True), 1.0)
 
 
 def sample_one_hot(logits: Tensor, S: int) -> Tensor:

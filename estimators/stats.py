@@ -18,6 +18,13 @@ The N estimates are drawn in one vectorised backward pass (torch.func.vmap
 over independent draws, chunked) where the estimator allows it; estimators
 that differentiate inside their own forward (rebar, relax) fall back to N
 separate passes. `GradStats.batched` says which path ran.
+
+`logit_gradient_stats(est, logits, f, params)` is the fast path for the usual
+VAE setup, where f does not depend on the logits (KL analytic, outside f):
+the N draws become N replicas of the batch in one estimator call (the replica
+axis folded into f's sample axis), and the gradients reach `params` through
+one batched vector-Jacobian product of the encoder (`is_grads_batched`).
+Every estimator takes this path, rebar and relax included.
 """
 from __future__ import annotations
 
@@ -106,6 +113,59 @@ def _vmapped(module: nn.Module, loss_fn: LossFn, chosen: dict[str, Tensor], n: i
     return _flat([g["m." + k] for k in chosen])                         # (N, P)
 
 
+def _summarise(g: Tensor, seconds: float, batched: bool, exact: Optional[Tensor]) -> GradStats:
+    g = g.detach().double()
+    mean, var = g.mean(0), g.var(0)                                       # (P,), (P,)
+    snr = (mean.abs() / var.sqrt().clamp_min(1e-30)).mean()
+    stats = GradStats(n=g.shape[0], mean=mean, variance=float(var.sum()), snr=float(snr),
+                      seconds_per_estimate=seconds, batched=batched)
+    if exact is not None:
+        exact = exact.double()
+        stats.bias = float((mean - exact).norm())
+        stats.cosine = float(torch.nn.functional.cosine_similarity(mean, exact, 0))
+    return stats
+
+
+def _replica_logit_grads(est, logits: Tensor, f, n: int) -> Tensor:
+    """(n, B, D, K): n iid estimates of d target / d logits, one estimator call."""
+    B = logits.shape[0]
+    rep = logits.detach().repeat(n, 1, 1).requires_grad_()             # (n*B, D, K)
+
+    def f_rep(z: Tensor) -> Tensor:                                     # (S, n*B, ...) -> (S, n*B)
+        S = z.shape[0]
+        return f(z.reshape(S * n, B, *z.shape[2:])).reshape(S, n * B)
+
+    (g,) = torch.autograd.grad(est(rep, f_rep).loss, rep)
+    return -n * g.reshape(n, *logits.shape)
+
+
+def logit_gradient_stats(est, logits: Tensor, f, params: Sequence[Tensor], n: int = 100,
+                         exact_est=None, chunk: int = 25) -> GradStats:
+    """Statistics of d/d params of E_q[f] for q = Cat(logits(params)); f must
+    not depend on the logits (checked), as with an analytic KL outside f."""
+    if n < 2:
+        raise ValueError(f"logit_gradient_stats: n={n} is not valid; it needs n >= 2 estimates")
+    probe = f(torch.zeros(1, *logits.shape, dtype=logits.dtype, device=logits.device))
+    if probe.requires_grad and torch.autograd.grad(probe.sum(), logits, retain_graph=True,
+                                                   allow_unused=True)[0] is not None:
+        raise ValueError("logit_gradient_stats: f depends on the logits; use gradient_stats")
+    params = list(params)
+    start = time.perf_counter()
+    rows = []
+    for lo in range(0, n, chunk):
+        G = _replica_logit_grads(est, logits, f, min(chunk, n - lo))   # (c, B, D, K)
+        gp = torch.autograd.grad(logits, params, grad_outputs=G, is_grads_batched=True,
+                                 retain_graph=True)
+        rows.append(_flat(gp))
+    seconds = (time.perf_counter() - start) / n
+    exact = None
+    if exact_est is not None:
+        G = _replica_logit_grads(exact_est, logits, f, 1)
+        exact = _flat(torch.autograd.grad(logits, params, grad_outputs=G, is_grads_batched=True,
+                                          retain_graph=True))[0]
+    return _summarise(torch.cat(rows), seconds, True, exact)
+
+
 def gradient_stats(module: nn.Module, loss_fn: LossFn, params: Optional[Sequence[str]] = None,
                    n: int = 100, exact_fn: Optional[LossFn] = None, batched: bool = True,
                    chunk: int = 25) -> GradStats:
@@ -123,13 +183,5 @@ def gradient_stats(module: nn.Module, loss_fn: LossFn, params: Optional[Sequence
     if g is None:
         g = _looped(module, loss_fn, chosen, n)
     seconds = (time.perf_counter() - start) / n
-    g = g.detach().double()
-    mean, var = g.mean(0), g.var(0)                                       # (P,), (P,)
-    snr = (mean.abs() / var.sqrt().clamp_min(1e-30)).mean()
-    stats = GradStats(n=n, mean=mean, variance=float(var.sum()), snr=float(snr),
-                      seconds_per_estimate=seconds, batched=used_vmap)
-    if exact_fn is not None:
-        exact = _looped(module, exact_fn, chosen, 1)[0].double()
-        stats.bias = float((mean - exact).norm())
-        stats.cosine = float(torch.nn.functional.cosine_similarity(mean, exact, 0))
-    return stats
+    exact = _looped(module, exact_fn, chosen, 1)[0] if exact_fn is not None else None
+    return _summarise(g, seconds, used_vmap, exact)
