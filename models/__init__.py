@@ -30,4 +30,17 @@ Model  `models.build(task, latent, conditioning=..., **options) -> nn.Module`
 
 Estimators see f(z) = model.log_likelihood(batch, z) (plus log p(z) - log q(z)
 for multi-sample bounds); the KL term is analytic wherever it exists.
+
+Entry points: `models.build`, `models.options(task)`, `models.families()`,
+`models.evaluate(model, batch, n_iw=...)`, `models.tasks`, `models.latents`,
+`models.conditioning`, `models.metrics`. Model families: models/image.py,
+models/sequence.py, models/toy.py; add one by subclassing `models.base.LatentModel`.
 """
+from . import conditioning, latents, metrics, tasks
+from .base import FAMILIES, LatentModel
+from .data import Batch
+from .evaluate import evaluate
+from .zoo import build, default_latent, families, options
+
+__all__ = ["Batch", "FAMILIES", "LatentModel", "build", "conditioning", "default_latent",
+           "evaluate", "families", "latents", "metrics", "options", "tasks"]

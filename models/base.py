@@ -1,0 +1,76 @@
+"""`LatentModel`: the interface every model family implements (the contract in
+`models/__init__.py`), and the registry of families keyed by `Task.family`.
+
+A new family subclasses LatentModel, sets `family`, `Config` (a dataclass of
+options with defaults) and `conditionings` (the conditioning names it
+supports, first = default), implements the four methods, and registers with
+`@FAMILIES.register("<task family>")`. `models.build` then validates options
+against `Config` before the constructor runs.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Optional
+
+import torch
+from torch import Tensor, nn
+
+from .data import Batch
+from .latents import Latent
+from .registry import Registry
+
+FAMILIES: Registry[type["LatentModel"]] = Registry("model family")
+
+
+class LatentModel(nn.Module):
+    family: ClassVar[str] = ""
+    Config: ClassVar[type] = object
+    conditionings: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, task, latent: Latent, conditioning: Optional[str], config: Any):
+        super().__init__()
+        self.task_spec = dict(task.spec)
+        self.latent = latent
+        self.conditioning = conditioning
+        self.config = config
+
+    # -- the contract ------------------------------------------------------
+    def posterior(self, batch: Batch) -> Tensor:
+        """q(z | x, c): (B, D, K) logits or (B, D, 2) [mean, log_std]."""
+        raise NotImplementedError
+
+    def prior(self, batch: Batch) -> Optional[Tensor]:
+        """p(z | c) parameters (B, D, K) / (B, D, 2), or None when there is no KL term."""
+        raise NotImplementedError
+
+    def log_likelihood(self, batch: Batch, z: Tensor) -> Tensor:
+        """log p(x | z, c): z (S, B, D, K) float or (S, B, D) -> (S, B)."""
+        raise NotImplementedError
+
+    def context(self, batch: Batch) -> Tensor:
+        """Detached (B, C) features for input-dependent baselines."""
+        raise NotImplementedError
+
+    def posterior_parameter_names(self) -> list[str]:
+        """Name prefixes of q(z | x, c)'s parameters (the default target of gradient
+        statistics): every child module whose name starts with "enc"."""
+        return [n + "." for n, _ in self.named_children() if n.startswith("enc")]
+
+    # -- helpers -------------------------------------------------------------
+    def fixed_prior(self, batch: Batch, like: Tensor) -> Tensor:
+        return self.latent.fixed_prior(like).expand(batch.size, *self.latent.param_shape)
+
+    def drop_latent(self, code: Tensor, null: Tensor, p: float) -> Tensor:
+        """Latent dropout: each row of code (N, ...) becomes `null` (...) with
+        probability p, in training mode only (global RNG, like the estimators)."""
+        if not self.training or p <= 0:
+            return code
+        keep = torch.rand(code.shape[0], device=code.device) >= p
+        keep = keep.view(-1, *([1] * (code.dim() - 1)))
+        return torch.where(keep, code, null.to(code.dtype).expand_as(code))
+
+    def check_z(self, batch: Batch, z: Tensor) -> None:
+        want = (batch.size, *self.latent.param_shape[:-1]) + \
+            ((self.latent.param_shape[-1],) if self.latent.estimator_kind == "categorical" else ())
+        if z.dim() != len(want) + 1 or tuple(z.shape[1:]) != want:
+            raise ValueError(f"{type(self).__name__}.log_likelihood: z must have shape "
+                             f"(S, {', '.join(map(str, want))}), got {tuple(z.shape)}")

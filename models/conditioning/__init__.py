@@ -1,0 +1,57 @@
+"""Conditioning types: how the condition (and, in the sequence model, z) enters
+a network. One small module per type, chosen by name (DESIGN.md §4):
+
+| name   | module                         | image model (MLP)                 | sequence model (transformer)          |
+|--------|--------------------------------|-----------------------------------|---------------------------------------|
+| concat | Linear([h, c])                 | label embedding joins the input   | z vector joins every token embedding  |
+| add    | h + W c                        | label embedding added per block   | z vector added to token embeddings    |
+| film   | (1 + γ(c)) · norm(h) + β(c)    | per block, from the label         | per sublayer, from the z vector       |
+| xattn  | h + Attn(norm(h), memory)      | —                                 | every block attends to [x tokens; z]  |
+| prefix | [prefix tokens; h]             | —                                 | the template <x> … </x> <z> k </z>    |
+
+FiLM's γ, β come from a zero-initialised linear map, so every FiLM block starts
+as the identity and a FiLM network at initialisation equals the same network
+without conditioning (Perez et al. 2018; zero-init as in x-transformers).
+
+    cls = models.conditioning.get("film")            # the module class
+    models.conditioning.supported("image")           # ['add', 'concat', 'film']
+    models.conditioning.check("xattn", "image")      # ValueError naming the supported ones
+"""
+from __future__ import annotations
+
+from ..registry import Registry
+from .add import Add
+from .concat import Concat
+from .film import FiLM
+from .prefix import Prefix
+from .xattn import CrossAttention
+
+CONDITIONING: Registry[type] = Registry("conditioning")
+for _cls in (Concat, Add, FiLM, CrossAttention, Prefix):
+    CONDITIONING.register(_cls.name)(_cls)
+
+DEFAULT = "film"
+
+
+def names() -> list[str]:
+    return CONDITIONING.names()
+
+
+def get(name: str) -> type:
+    return CONDITIONING.get(name)
+
+
+def supported(family: str) -> list[str]:
+    """Conditioning types a model family supports."""
+    return [n for n in names() if family in CONDITIONING.get(n).families]
+
+
+def check(name: str, family: str) -> None:
+    """Refuse an unknown name or one the family does not support, naming the supported ones."""
+    get(name)
+    if family not in get(name).families:
+        raise ValueError(f"conditioning {name!r} is not supported by the {family} model; "
+                         f"supported: {supported(family)}")
+
+
+__all__ = ["Add", "Concat", "CrossAttention", "FiLM", "Prefix", "check", "get", "names", "supported"]

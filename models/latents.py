@@ -1,0 +1,142 @@
+"""Latent types: the distribution a model's posterior and prior parameterise.
+
+    lat = models.latents.build("categorical", D=8, K=10)   # or build("gaussian", D=16)
+    lat.param_shape        (D, K) logits              | (D, 2) [mean, log_std]
+    lat.kl(q, p)           (B, D) analytic KL(q_d || p_d) per variable
+    lat.log_prob(params, z) (S, B) summed over variables
+    lat.sample(params, S)  (S, B, D, K) one-hot floats, no gradient
+                           | (S, B, D) reparameterised: gradient flows to params
+    lat.mean(params)       (B, D, K) probabilities | (B, D) means: E_q[z]
+    lat.entropy(params)    (B, D) per variable
+    lat.estimator_kind     "categorical" | "gaussian"  (= Estimator.latent)
+
+Prior parameters may broadcast against the batch ((1, D, K) for a fixed prior).
+Axis legend: S samples, B batch, D latent variables, K categories.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .registry import Registry, check_options, check_range
+
+LATENTS: Registry[type] = Registry("latent")
+_LOG_2PI = math.log(2 * math.pi)
+
+
+class Latent:
+    """Common interface; subclasses fix the parameter layout."""
+
+    name = ""
+    estimator_kind = ""
+    D: int
+
+    @property
+    def param_shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def fixed_prior(self, like: Tensor) -> Tensor:
+        """Parameters of the standard prior (uniform / N(0, I)): (1, *param_shape)."""
+        return torch.zeros((1, *self.param_shape), dtype=like.dtype, device=like.device)
+
+    def code_size(self) -> int:
+        """Width of a flattened z: D * K or D."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in vars(self).items())})"
+
+
+@LATENTS.register("categorical")
+class Categorical(Latent):
+    """D independent categoricals with K classes each; K = 2 is a Bernoulli."""
+
+    name = estimator_kind = "categorical"
+
+    def __init__(self, D: int = 8, K: int = 10):
+        check_range("D", D, 1, integer=True)
+        check_range("K", K, 2, integer=True)
+        self.D, self.K = D, K
+
+    @property
+    def param_shape(self):
+        return (self.D, self.K)
+
+    def code_size(self) -> int:
+        return self.D * self.K
+
+    def kl(self, q: Tensor, p: Tensor) -> Tensor:
+        logq, logp = q.log_softmax(-1), p.log_softmax(-1)             # (B, D, K)
+        return (logq.exp() * (logq - logp)).sum(-1)                    # (B, D)
+
+    def log_prob(self, params: Tensor, z: Tensor) -> Tensor:
+        return (z * params.log_softmax(-1)).sum((-1, -2))              # (S, B)
+
+    def sample(self, params: Tensor, S: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        with torch.no_grad():
+            u = torch.rand((S, *params.shape), generator=generator, dtype=params.dtype,
+                           device=params.device).clamp_(torch.finfo(params.dtype).tiny, 1.0)
+            g = -torch.log(-torch.log(u))                              # Gumbel-max draw
+            idx = (params.log_softmax(-1) + g).argmax(-1)              # (S, B, D)
+            return F.one_hot(idx, self.K).to(params.dtype)             # (S, B, D, K)
+
+    def mean(self, params: Tensor) -> Tensor:
+        return params.softmax(-1)                                      # (B, D, K)
+
+    def entropy(self, params: Tensor) -> Tensor:
+        logq = params.log_softmax(-1)
+        return -(logq.exp() * logq).sum(-1)                            # (B, D)
+
+
+@LATENTS.register("gaussian")
+class Gaussian(Latent):
+    """D independent Gaussians; params [..., 0] mean, [..., 1] log standard deviation."""
+
+    name = estimator_kind = "gaussian"
+
+    def __init__(self, D: int = 16):
+        check_range("D", D, 1, integer=True)
+        self.D = D
+
+    @property
+    def param_shape(self):
+        return (self.D, 2)
+
+    def code_size(self) -> int:
+        return self.D
+
+    def kl(self, q: Tensor, p: Tensor) -> Tensor:
+        mq, lq = q.unbind(-1)
+        mp, lp = p.unbind(-1)
+        return lp - lq + ((2 * lq).exp() + (mq - mp) ** 2) / (2 * (2 * lp).exp()) - 0.5   # (B, D)
+
+    def log_prob(self, params: Tensor, z: Tensor) -> Tensor:
+        m, ls = params.unbind(-1)                                      # (B, D)
+        return (-0.5 * ((z - m) / ls.exp()) ** 2 - ls - 0.5 * _LOG_2PI).sum(-1)   # (S, B)
+
+    def sample(self, params: Tensor, S: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        m, ls = params.unbind(-1)
+        eps = torch.randn((S, *m.shape), generator=generator, dtype=m.dtype, device=m.device)
+        return m + ls.exp() * eps                                      # (S, B, D)
+
+    def mean(self, params: Tensor) -> Tensor:
+        return params[..., 0]                                          # (B, D)
+
+    def entropy(self, params: Tensor) -> Tensor:
+        return params[..., 1] + 0.5 * (1 + _LOG_2PI)                  # (B, D)
+
+
+def names() -> list[str]:
+    return LATENTS.names()
+
+
+def build(name: str, **sizes) -> Latent:
+    """`build("categorical", D=..., K=...)` or `build("gaussian", D=...)`."""
+    cls = LATENTS.get(name)
+    valid = ["D", "K"] if cls is Categorical else ["D"]
+    check_options(f"latent {name!r}", sizes, valid)
+    return cls(**sizes)

@@ -1,0 +1,192 @@
+"""Sequence CVAE with a strategy latent (DESIGN.md §4, family 2).
+
+    router     p(z | x)      pooled embedding of the context -> MLP, last layer
+                             zero-initialised (starts as the uniform / N(0, I)
+                             prior); `learned_prior=False`: the fixed prior
+    inference  q(z | x, y)   bidirectional encoder over `<x> x… </x> <y> y… </y>`,
+                             mean-pooled (`encoder_conditioned=False`: `<y> y… </y>`)
+    decoder    p(y | x, z)   small causal transformer, teacher forced
+
+The latent becomes slot embeddings (N, Dz, d): a categorical z gives D slots,
+slot_d = z_d @ table_d (so soft and straight-through z work); a Gaussian z one
+slot, a linear projection of z to model width. Latent dropout replaces a
+row's slots with a learned "no latent" embedding (training mode only).
+The conditioning type decides where x and the slots go:
+
+  prefix  `<bos> <x> x… </x> <z> slots </z> <y> y…`  (the DESIGN.md template)
+  xattn   `<bos> <y> y…`, every block attends to memory = encoder([x; slots])
+  film    `<bos> <x> x… </x> <y> y…`, γ, β of every norm from the summed slots
+  add     same layout, summed slots added to every token embedding
+  concat  same layout, Linear([token embedding, summed slots]) per token
+
+Only the L target tokens are scored: `</y> <eos>` follow from the fixed length
+and would add the same constant for every model.
+
+Batch: x (B, L) long targets, c (B, Lc) long context (ids from the task, the
+first ids reserved for the specials in spec["specials"]). Axis legend: S
+samples, B batch, N = S*B rows, T tokens, D latent variables, K categories,
+d model width.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import FAMILIES, LatentModel
+from .conditioning import Add, Concat, Prefix
+from .data import Batch
+from .layers import Block, TokenEncoder
+from .registry import check_range
+
+
+@dataclass
+class SequenceConfig:
+    d_model: int = 64                  # transformer width everywhere
+    n_layers: int = 2                  # decoder blocks
+    n_heads: int = 4                   # attention heads
+    mlp_ratio: int = 2                 # block MLP width / d_model (2, not 4: the MLP dominates CPU time)
+    encoder_layers: int = 1            # blocks of the inference network q(z | x, y)
+    memory_layers: int = 1             # blocks encoding the xattn memory (xattn only)
+    encoder_conditioned: bool = True   # q(z | x, y); False: q(z | y)
+    learned_prior: bool = True         # router p(z | x); False: uniform / N(0, I)
+    latent_dropout: float = 0.0        # P(a sequence's decoder gets no latent), training only
+
+    def __post_init__(self):
+        for key in ("d_model", "n_layers", "n_heads", "mlp_ratio"):
+            check_range(key, getattr(self, key), 1, integer=True)
+        for key in ("encoder_layers", "memory_layers"):
+            check_range(key, getattr(self, key), 0, integer=True)
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not valid; it must be divisible "
+                             f"by n_heads={self.n_heads}")
+        check_range("latent_dropout", self.latent_dropout, 0.0, 1.0)
+        for key in ("encoder_conditioned", "learned_prior"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"{key}={getattr(self, key)!r} is not valid; it must be true or false")
+
+
+@FAMILIES.register("sequence")
+class SequenceCVAE(LatentModel):
+    family = "sequence"
+    Config = SequenceConfig
+    conditionings = ("film", "prefix", "xattn", "add", "concat")
+
+    def __init__(self, task, latent, conditioning: str = "film", config: Optional[SequenceConfig] = None):
+        config = config or SequenceConfig()
+        super().__init__(task, latent, conditioning, config)
+        spec = task.spec
+        V, L, Lc = spec["vocab_size"], spec["length"], spec["context_length"]
+        self.sp = dict(spec["specials"])                                  # token name -> id
+        d, H = config.d_model, config.n_heads
+        n_params = int(torch.Size(latent.param_shape).numel())
+        self.categorical = latent.estimator_kind == "categorical"
+        self.n_slots = latent.D if self.categorical else 1
+
+        # inference network q(z | x, y) and router p(z | x)
+        self.encoder = TokenEncoder(V, Lc + L + 4, d, H, config.encoder_layers, config.mlp_ratio)
+        self.enc_head = nn.Linear(d, n_params)
+        if config.learned_prior:
+            self.router_tok = nn.Embedding(V, d)
+            self.router_pos = nn.Embedding(Lc, d)
+            self.router = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, n_params))
+            nn.init.zeros_(self.router[-1].weight)
+            nn.init.zeros_(self.router[-1].bias)
+
+        # latent slots: z @ table (categorical) or a projection (Gaussian)
+        if self.categorical:
+            self.z_table = nn.Parameter(0.02 * torch.randn(latent.D, latent.K, d))
+        else:
+            self.z_proj = nn.Linear(latent.D, d)
+        self.slot_pos = nn.Parameter(0.02 * torch.randn(self.n_slots, d))
+        self.null_slots = nn.Parameter(0.02 * torch.randn(self.n_slots, d))
+
+        # decoder
+        self.tok = nn.Embedding(V, d)
+        self.pos = nn.Embedding(Lc + L + self.n_slots + 5, d)
+        vec = conditioning == "film"
+        self.blocks = nn.ModuleList(Block(d, H, film_dim=d if vec else 0, xattn=conditioning == "xattn",
+                                          mlp_ratio=config.mlp_ratio) for _ in range(config.n_layers))
+        if conditioning == "xattn":
+            self.mem_pos = nn.Embedding(Lc + self.n_slots, d)
+            self.memory = nn.ModuleList(Block(d, H, mlp_ratio=config.mlp_ratio)
+                                        for _ in range(config.memory_layers))
+        self.prefix = Prefix() if conditioning == "prefix" else None
+        self.inject = (Add(d, d) if conditioning == "add" else
+                       Concat(d, d, d) if conditioning == "concat" else None)
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, V)
+
+    # -- token helpers -------------------------------------------------------
+    def _special(self, name: str, n: int, device) -> Tensor:
+        return torch.full((n, 1), self.sp[name], dtype=torch.long, device=device)
+
+    def _enc_features(self, batch: Batch) -> Tensor:
+        B, dev = batch.size, batch.x.device
+        y = [self._special("<y>", B, dev), batch.x, self._special("</y>", B, dev)]
+        x = [self._special("<x>", B, dev), batch.c, self._special("</x>", B, dev)]
+        tokens = torch.cat((x + y) if self.config.encoder_conditioned else y, 1)
+        return self.encoder(tokens)                                          # (B, d)
+
+    # -- the contract --------------------------------------------------------
+    def posterior(self, batch: Batch) -> Tensor:
+        return self.enc_head(self._enc_features(batch)).view(batch.size, *self.latent.param_shape)
+
+    def prior(self, batch: Batch) -> Tensor:
+        if not self.config.learned_prior:
+            return self.fixed_prior(batch, self.head.weight)
+        h = self.router_tok(batch.c) + self.router_pos.weight[: batch.c.shape[1]]
+        return self.router(h.mean(1)).view(batch.size, *self.latent.param_shape)
+
+    def context(self, batch: Batch) -> Tensor:
+        with torch.no_grad():
+            return self._enc_features(batch).detach()                       # (B, d)
+
+    def slots(self, z: Tensor) -> Tensor:
+        """Latent slot embeddings, latent dropout applied: (S, B, ...) -> (S*B, Dz, d)."""
+        S, B = z.shape[:2]
+        if self.categorical:
+            s = torch.einsum("sbdk,dke->sbde", z, self.z_table.to(z.dtype))   # (S, B, D, d)
+        else:
+            s = self.z_proj(z).unsqueeze(2)                                     # (S, B, 1, d)
+        s = s.reshape(S * B, self.n_slots, -1)
+        return self.drop_latent(s, self.null_slots, self.config.latent_dropout) + self.slot_pos
+
+    def log_likelihood(self, batch: Batch, z: Tensor) -> Tensor:
+        self.check_z(batch, z)
+        S, B = z.shape[:2]
+        N, dev, L = S * B, batch.x.device, batch.x.shape[1]
+        slots = self.slots(z)                                                   # (N, Dz, d)
+        y_in = torch.cat([self._special("<y>", B, dev), batch.x[:, :-1]], 1)  # (B, L)
+        bos = self._special("<bos>", B, dev)
+        x_tok = torch.cat([self._special("<x>", B, dev), batch.c, self._special("</x>", B, dev)], 1)
+
+        def rows(t: Tensor) -> Tensor:   # (B, T, d) -> (N, T, d): the same tokens for every sample
+            return t.unsqueeze(0).expand(S, *t.shape).reshape(N, *t.shape[1:])
+
+        memory, vec = None, None
+        if self.conditioning == "prefix":
+            head = rows(self.tok(torch.cat([bos, x_tok, self._special("<z>", B, dev)], 1)))
+            tail = rows(self.tok(torch.cat([self._special("</z>", B, dev), y_in], 1)))
+            h = self.prefix(tail, torch.cat([head, slots.to(head.dtype)], 1))   # (N, T, d)
+        elif self.conditioning == "xattn":
+            h = rows(self.tok(torch.cat([bos, y_in], 1)))                       # (N, 1 + L, d)
+            mem = torch.cat([rows(self.tok(batch.c)), slots.to(h.dtype)], 1)   # (N, Lc + Dz, d)
+            memory = mem + self.mem_pos.weight[: mem.shape[1]]
+            for block in self.memory:
+                memory = block(memory, causal=False)
+        else:
+            h = rows(self.tok(torch.cat([bos, x_tok, y_in], 1)))                # (N, T, d)
+            vec = slots.sum(1).to(h.dtype)                                      # (N, d)
+        h = h + self.pos.weight[: h.shape[1]]
+        if self.inject is not None:
+            h = self.inject(h, vec)
+        for block in self.blocks:
+            h = block(h, causal=True, cond=vec, memory=memory)
+        logits = self.head(self.norm(h[:, -L:]))                               # (N, L, V)
+        target = batch.x.unsqueeze(0).expand(S, B, L).reshape(N, L)
+        nll = F.cross_entropy(logits.reshape(N * L, -1), target.reshape(-1), reduction="none")
+        return -nll.view(S, B, L).sum(-1)                                       # (S, B)

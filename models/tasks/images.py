@@ -1,0 +1,142 @@
+"""Binarised image tasks: `digits` (embedded), `mnist`, `fashion_mnist` (IDX files).
+
+Batch: x (B, P) float pixels in {0, 1}; c (B,) long class label; truth None.
+spec:  family "image", n_pixels P, shape (H, W), n_classes.
+
+Binarisation (grey levels scaled to [0, 1] first):
+  static  + threshold t   x = 1[p > t]                       (deterministic)
+  static  + threshold None one Bernoulli(p) draw, made once with the seed
+  dynamic                 a fresh Bernoulli(p) draw per minibatch (Salakhutdinov &
+                          Murray 2008 style stochastic binarisation as augmentation);
+                          `split()` returns one seeded draw so evaluation is fixed
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..data import Batch
+from ..registry import check_choice, check_range
+from .base import Task, split_indices
+from .idx import read_idx
+
+BINARIZE = ("static", "dynamic")
+
+# the standard file names; each may also be present gzipped (name + ".gz")
+IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+def check_binarize(binarize: str, threshold: Optional[float]) -> None:
+    check_choice("binarize", binarize, BINARIZE)
+    if threshold is not None:
+        check_range("threshold", threshold, 0.0, 1.0)
+
+
+def _bernoulli(batch: Batch, generator: Optional[torch.Generator]) -> Batch:
+    u = torch.rand(batch.x.shape, generator=generator, device=batch.x.device, dtype=batch.x.dtype)
+    return Batch((u < batch.x).to(batch.x.dtype), batch.c, batch.truth)
+
+
+def image_task(name: str, pixels: Tensor, labels: Tensor, splits: dict[str, Tensor], shape: tuple,
+               binarize: str, threshold: Optional[float], device, seed: int, n_classes: int) -> Task:
+    """Assemble a Task from grey levels (N, P) in [0, 1] and labels (N,), split by index."""
+    check_binarize(binarize, threshold)
+    transform = None
+    if binarize == "static" and threshold is not None:
+        pixels = (pixels > threshold).float()
+    elif binarize == "static":
+        g = torch.Generator().manual_seed(seed)
+        pixels = (torch.rand(pixels.shape, generator=g) < pixels).float()
+    else:
+        transform = _bernoulli
+    data = {k: Batch(pixels[idx], labels[idx], None) for k, idx in splits.items()}
+    spec = {"family": "image", "n_pixels": pixels.shape[1], "shape": tuple(shape),
+            "n_classes": n_classes, "binarize": binarize}
+    return Task(name, "image", spec, data, device=device, seed=seed, transform=transform)
+
+
+def load_digits(*, device="cpu", seed: int = 0, binarize: str = "dynamic",
+                threshold: Optional[float] = 0.5, val_fraction: float = 0.1,
+                test_fraction: float = 0.2) -> Task:
+    """scikit-learn's bundled 8x8 digits (1797 images, 10 classes), no download.
+    `threshold` only matters for binarize="static" (None: one seeded Bernoulli draw)."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    check_binarize(binarize, threshold)
+    check_range("val_fraction", val_fraction, 0.0, 1.0, hi_strict=True)
+    check_range("test_fraction", test_fraction, 0.0, 1.0, hi_strict=True)
+    d = sk_digits()
+    pixels = torch.tensor(d.data / 16.0, dtype=torch.float32)     # (1797, 64) in [0, 1]
+    labels = torch.tensor(d.target, dtype=torch.long)
+    train, val, test = split_indices(len(labels), (val_fraction, test_fraction), seed)
+    return image_task("digits", pixels, labels, {"train": train, "val": val, "test": test},
+                      (8, 8), binarize, threshold if binarize == "static" else None,
+                      device, seed, n_classes=10)
+
+
+def find_idx(data_dir: Path, stem: str) -> Optional[Path]:
+    for name in (stem, stem + ".gz"):
+        if (data_dir / name).is_file():
+            return data_dir / name
+    return None
+
+
+def read_mnist_dir(data_dir: str | Path, dataset: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{"train": (images (N, H, W) uint8, labels (N,)), "test": ...} from `data_dir`.
+    Raises FileNotFoundError naming every missing file and the directory."""
+    data_dir = Path(data_dir).expanduser()
+    stems = [s for pair in IDX_FILES.values() for s in pair]
+    missing = [s for s in stems if find_idx(data_dir, s) is None]
+    if missing:
+        raise FileNotFoundError(
+            f"{dataset}: missing IDX file(s) {missing} in {str(data_dir.resolve())!r}. "
+            f"Put the four standard files {stems} (gzipped '.gz' or not) in that directory, "
+            f"or pass data_dir=<folder holding them> (task option `data_dir`). "
+            f"Nothing is downloaded at run time.")
+    out = {}
+    for split, (img, lab) in IDX_FILES.items():
+        images, labels = read_idx(find_idx(data_dir, img)), read_idx(find_idx(data_dir, lab))
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise ValueError(f"{dataset}: {img} has shape {images.shape} and {lab} "
+                             f"shape {labels.shape}; expected (N, H, W) and (N,)")
+        out[split] = (images, labels)
+    return out
+
+
+def _idx_task(dataset: str, data_dir, device, seed, binarize, threshold, val_size) -> Task:
+    files = read_mnist_dir(data_dir, dataset)
+    (tr_img, tr_lab), (te_img, te_lab) = files["train"], files["test"]
+    shape = tr_img.shape[1:]
+    pixels = torch.tensor(np.concatenate([tr_img, te_img]).reshape(-1, int(np.prod(shape))),
+                          dtype=torch.float32) / 255.0                  # (N, P) in [0, 1]
+    labels = torch.tensor(np.concatenate([tr_lab, te_lab]), dtype=torch.long)
+    n_train = len(tr_lab)
+    check_range("val_size", val_size, 0, n_train - 1, integer=True)
+    # validation is held out of the training files; the test files stay the test split
+    perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))
+    splits = {"train": perm[val_size:], "val": perm[:val_size],
+              "test": torch.arange(n_train, len(labels))}
+    n_classes = int(labels.max()) + 1
+    return image_task(dataset, pixels, labels, splits, shape, binarize,
+                      threshold if binarize == "static" else None, device, seed, n_classes)
+
+
+def load_mnist(*, device="cpu", seed: int = 0, data_dir: str = "data/mnist",
+               binarize: str = "dynamic", threshold: Optional[float] = 0.5,
+               val_size: int = 10000) -> Task:
+    """MNIST from the four standard IDX files in `data_dir` (LeCun et al. 1998)."""
+    check_binarize(binarize, threshold)
+    return _idx_task("mnist", data_dir, device, seed, binarize, threshold, val_size)
+
+
+def load_fashion_mnist(*, device="cpu", seed: int = 0, data_dir: str = "data/fashion_mnist",
+                       binarize: str = "dynamic", threshold: Optional[float] = 0.5,
+                       val_size: int = 10000) -> Task:
+    """Fashion-MNIST (Xiao et al. 2017): same file names and format as MNIST."""
+    check_binarize(binarize, threshold)
+    return _idx_task("fashion_mnist", data_dir, device, seed, binarize, threshold, val_size)
