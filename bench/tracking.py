@@ -23,3 +23,215 @@ def resolve_tracking_uri(start_dir: Optional[str] = None) -> str:
             return "sqlite:///" + str((Path(start_dir or os.getcwd()) / rel).resolve())
         return uri
     return "sqlite:///" + str((Path(start_dir or os.getcwd()) / DEFAULT_DB).resolve())
+
+
+# ---------------------------------------------------------------------------
+# The store, the experiment and what every run is labelled with.
+#
+# Everything below talks to MLflow through `MlflowClient` with an explicit
+# experiment id and run id: no fluent `set_experiment`/active-run state, which
+# races between parallel workers (DESIGN.md §9).
+
+import hashlib
+import json
+import subprocess
+import time
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
+
+# tag keys shared by bench.job, bench.callbacks and bench.tables
+PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+LABEL_KEYS = ("estimator", "conditioning", "task", "latent", "kl", "free_bits",
+              "free_bits_mode", "seed")
+# config keys that do not change what a run computes: left out of config_hash
+HASH_EXCLUDE = ("rerun", "progress", "mlflow", "hydra")
+
+
+def client(uri: str | None = None):
+    from mlflow.tracking import MlflowClient
+    return MlflowClient(tracking_uri=uri or resolve_tracking_uri())
+
+
+def retrying(fn: Callable[..., T], *args, attempts: int = 8, **kwargs) -> T:
+    """Call fn, retrying transient store errors (sqlite 'database is locked'
+    under parallel writers, a tracking server briefly unreachable) with
+    exponential backoff; the last error propagates."""
+    delay = 0.05
+    for i in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 -- MLflow wraps sqlite/http errors variously
+            text = f"{type(e).__name__}: {e}".lower()
+            transient = any(s in text for s in ("locked", "busy", "connection", "timed out",
+                                                "temporarily", "503", "502", "429"))
+            if not transient or i == attempts - 1:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    raise AssertionError("unreachable")
+
+
+def ensure_experiment(uri: str, name: str) -> str:
+    """Create the store (sqlite tables) and the experiment if missing; return
+    its id. Call once in the launching process, before parallel jobs start."""
+    c = client(uri)
+    exp = retrying(c.get_experiment_by_name, name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return retrying(c.create_experiment, name)
+    except Exception:  # noqa: BLE001 -- created concurrently by another process
+        exp = retrying(c.get_experiment_by_name, name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values."""
+    out: dict[str, Any] = {}
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        if not tree and prefix:
+            out[prefix[:-1]] = "{}"
+        return out
+    out[prefix[:-1]] = tree
+    return out
+
+
+def config_hash(resolved: dict) -> str:
+    """Identity of a run: sha256 of the resolved config (seed included) minus
+    the keys in HASH_EXCLUDE, which change where or how a run is logged but not
+    what it computes."""
+    kept = {k: v for k, v in resolved.items() if k not in HASH_EXCLUDE}
+    text = json.dumps(kept, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def git_commit() -> str:
+    """HEAD of the project checkout, '+dirty' when the tree has changes; cached
+    in BENCH_GIT_COMMIT so a sweep asks git once."""
+    cached = os.environ.get("BENCH_GIT_COMMIT")
+    if cached:
+        return cached
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = (sha + ("+dirty" if dirty else "")) if sha else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    os.environ["BENCH_GIT_COMMIT"] = commit
+    return commit
+
+
+def finished_run_with_hash(c, experiment_id: str, chash: str) -> str | None:
+    """Id of a FINISHED run of this experiment with tag config_hash == chash."""
+    runs = retrying(c.search_runs, [experiment_id],
+                    filter_string=f"tags.config_hash = '{chash}' and attributes.status = 'FINISHED'",
+                    max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def children(c, experiment_id: str, parent_id: str) -> list:
+    """Every child run of a sweep's parent (paged)."""
+    out, token = [], None
+    while True:
+        page = retrying(c.search_runs, [experiment_id],
+                        filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'",
+                        max_results=1000, page_token=token)
+        out.extend(page)
+        token = page.token
+        if not token:
+            return out
+
+
+def log_params(c, run_id: str, params: dict[str, Any]) -> None:
+    """All params, in batches within MLflow's per-call limits."""
+    from mlflow.entities import Param
+    items = [Param(k[:250], str(v)[:6000]) for k, v in sorted(params.items())]
+    for i in range(0, len(items), 100):
+        retrying(c.log_batch, run_id, params=items[i:i + 100])
+
+
+def log_metrics(c, run_id: str, step: int, metrics: dict[str, float]) -> None:
+    """One step's metrics in one call (one sqlite transaction)."""
+    from mlflow.entities import Metric
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, step) for k, v in sorted(metrics.items())]
+    for i in range(0, len(items), 1000):
+        retrying(c.log_batch, run_id, metrics=items[i:i + 1000])
+
+
+class MetricSink:
+    """`sink(step, metrics)` for bench.train: each step's metrics go out as one
+    log_batch, asynchronously (MLflow's logging thread), so a sqlite write never
+    stalls training; `close()` waits for all of them and re-logs synchronously,
+    with retries, any batch that failed. Nothing is lost unless close() raises."""
+
+    def __init__(self, c, run_id: str, asynchronous: bool = True):
+        self.c, self.run_id, self.asynchronous = c, run_id, asynchronous
+        self.pending: list = []
+
+    def __call__(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.asynchronous:
+            log_metrics(self.c, self.run_id, step, metrics)
+            return
+        from mlflow.entities import Metric
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in sorted(metrics.items())]
+        for i in range(0, len(items), 1000):
+            chunk = items[i:i + 1000]
+            try:
+                op = self.c.log_batch(self.run_id, metrics=chunk, synchronous=False)
+            except Exception:  # noqa: BLE001 -- queueing failed: write it now instead
+                op = None
+            self.pending.append((op, chunk))
+
+    def close(self) -> None:
+        pending, self.pending = self.pending, []
+        for op, chunk in pending:
+            try:
+                if op is None:
+                    raise RuntimeError("not queued")
+                op.wait()
+            except Exception:  # noqa: BLE001 -- retried synchronously below
+                retrying(self.c.log_batch, self.run_id, metrics=chunk)
+
+
+def set_tags(c, run_id: str, tags: dict[str, Any]) -> None:
+    from mlflow.entities import RunTag
+    items = [RunTag(k, str(v)[:8000]) for k, v in tags.items()]
+    for i in range(0, len(items), 100):
+        retrying(c.log_batch, run_id, tags=items[i:i + 100])
+
+
+def labels(resolved: dict) -> dict[str, str]:
+    """The tags every run carries, one name end to end (DESIGN.md §10): the
+    estimator tag is the conf file stem and Estimator.name."""
+    kl = resolved.get("kl", {})
+    return {"estimator": resolved["estimator"]["name"],
+            "conditioning": resolved["conditioning"]["name"],
+            "task": resolved["task"]["name"],
+            "latent": resolved["latent"]["name"],
+            "kl": kl.get("name"),
+            "free_bits": kl.get("free_bits"),
+            "free_bits_mode": kl.get("free_bits_mode"),
+            "seed": resolved.get("seed")}
+
+
+def ids_from_env() -> dict[str, str]:
+    """What the launching process exported for its jobs (bench.callbacks)."""
+    keys = ("BENCH_EXPERIMENT_ID", "BENCH_PARENT_RUN_ID", "BENCH_SWEEP_ID")
+    return {k: os.environ[k] for k in keys if os.environ.get(k)}
+
+
+def sweep_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + os.urandom(2).hex()
+
+

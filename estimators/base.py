@@ -148,8 +148,14 @@ class Estimator(nn.Module):
         if self.latent == "categorical" and logits.shape[-1] < 2:
             raise ValueError(f"{self.name}: logits need K >= 2 categories, "
                              f"got shape {tuple(logits.shape)}")
-        if not torch.isfinite(logits).all():
-            raise ValueError(f"{self.name}: {what} contain NaN or inf")
+        finite = torch.isfinite(logits).all()
+        if logits.device.type == "cpu":
+            if not finite:
+                raise ValueError(f"{self.name}: {what} contain NaN or inf")
+        else:
+            # no host sync per step on an accelerator: the check fails at the
+            # next synchronisation, as a device-side assertion
+            torch._assert_async(finite, f"{self.name}: {what} contain NaN or inf")
 
     # -- estimator-parameter isolation -----------------------------------
     def gate(self, t: Tensor) -> Tensor:

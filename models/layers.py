@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import conditioning as cond_types
+from .attention import attend
 
 
 class CondMLP(nn.Module):
@@ -68,7 +69,7 @@ class SelfAttention(nn.Module):
         N, T, d = h.shape
         H = self.n_heads
         q, k, v = self.qkv(h).view(N, T, 3, H, d // H).permute(2, 0, 3, 1, 4)   # (N, H, T, d/H) each
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        a = attend(q, k, v, causal)
         return self.out(a.transpose(1, 2).reshape(N, T, d))
 
 

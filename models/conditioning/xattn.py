@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..attention import attend
 
 
 class CrossAttention(nn.Module):
@@ -33,5 +34,5 @@ class CrossAttention(nn.Module):
         H = self.n_heads
         q = self.q(self.norm(h)).view(N, T, H, d // H).transpose(1, 2)          # (N, H, T, d/H)
         k, v = self.kv(memory).view(N, -1, 2, H, d // H).permute(2, 0, 3, 1, 4)  # (N, H, M, d/H) each
-        a = F.scaled_dot_product_attention(q, k, v)                              # (N, H, T, d/H)
+        a = attend(q, k, v)                                                      # (N, H, T, d/H)
         return h + self.out(a.transpose(1, 2).reshape(N, T, d))

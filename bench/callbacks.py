@@ -1,0 +1,124 @@
+"""Hydra callback that owns the sweep-level MLflow state, in the launching
+process only (wired in conf/config.yaml under `hydra.callbacks`).
+
+Contract with the jobs (bench.job), through environment variables that every
+launcher passes on to its workers (joblib/loky and submitit copy the
+environment; SLURM exports it by default):
+
+    MLFLOW_TRACKING_URI   absolute, fixed once before Hydra changes anything
+    BENCH_EXPERIMENT_ID   the experiment, created here once: parallel workers
+                          creating a new sqlite store race and can corrupt it,
+                          and `set_experiment` racing in workers can file runs
+                          under Default (DESIGN.md §9)
+    BENCH_PARENT_RUN_ID   multirun only: the sweep's parent run
+    BENCH_SWEEP_ID        multirun only: the `sweep_id` tag of parent and children
+
+At the end of a multirun it prints the summary table (finished, failed,
+skipped), sets `sweep.finished`, `sweep.failed`, `sweep.skipped` (and
+`sweep.killed` for children still RUNNING) on the parent and ends it. If the
+launching process dies first (Ctrl-C), an atexit hook marks the parent and any
+child left RUNNING as KILLED.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from . import tracking as T
+
+
+def _export(uri: str, cfg: DictConfig) -> tuple[Any, str]:
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    exp_id = T.ensure_experiment(uri, cfg.mlflow.experiment)
+    os.environ["BENCH_EXPERIMENT_ID"] = exp_id
+    os.environ["BENCH_EXPERIMENT_NAME"] = cfg.mlflow.experiment
+    T.git_commit()                        # cached in BENCH_GIT_COMMIT for the jobs
+    return T.client(uri), exp_id
+
+
+class TrackingCallback(Callback):
+    def __init__(self) -> None:
+        self.parent: str | None = None
+        self.client = None
+        self.exp_id: str | None = None
+
+    # -- single run --------------------------------------------------------
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        for k in ("BENCH_PARENT_RUN_ID", "BENCH_SWEEP_ID"):
+            os.environ.pop(k, None)
+        _export(T.resolve_tracking_uri(), config)
+
+    # -- multirun ----------------------------------------------------------
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.client, self.exp_id = _export(T.resolve_tracking_uri(), config)
+        sid = T.sweep_id()
+        overrides = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+        run = T.retrying(self.client.create_run, self.exp_id, tags={
+            T.RUN_NAME_TAG: f"sweep {sid}",
+            "sweep_id": sid,
+            "sweep.parent": "true",
+            "sweep.overrides": " ".join(overrides),
+            "sweep.dir": str(config.hydra.sweep.dir),
+            "git_commit": T.git_commit(),
+        })
+        self.parent = run.info.run_id
+        os.environ["BENCH_PARENT_RUN_ID"] = self.parent
+        os.environ["BENCH_SWEEP_ID"] = sid
+        atexit.register(self._abandon)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.parent is None:
+            return
+        kids = T.children(self.client, self.exp_id, self.parent)
+        parent_tags = T.retrying(self.client.get_run, self.parent).data.tags
+        skipped = {k.split(".", 1)[1]: v for k, v in parent_tags.items() if k.startswith("skipped.")}
+        counts = {s: sum(r.info.status == s for r in kids)
+                  for s in ("FINISHED", "FAILED", "KILLED", "RUNNING")}
+        tags = {"sweep.finished": counts["FINISHED"], "sweep.failed": counts["FAILED"],
+                "sweep.skipped": len(skipped), "sweep.killed": counts["KILLED"] + counts["RUNNING"]}
+        T.set_tags(self.client, self.parent, tags)
+        reused = {job: T.retrying(self.client.get_run, rid) for job, rid in skipped.items()}
+        print(summary_table(kids, reused, tags), file=sys.stdout, flush=True)
+        T.retrying(self.client.set_terminated, self.parent, "FINISHED")
+        self.parent = None
+
+    def _abandon(self) -> None:
+        """atexit: the sweep did not reach on_multirun_end (Ctrl-C, a crash)."""
+        if self.parent is None:
+            return
+        try:
+            for r in T.children(self.client, self.exp_id, self.parent):
+                if r.info.status == "RUNNING":
+                    self.client.set_terminated(r.info.run_id, "KILLED")
+            self.client.set_terminated(self.parent, "KILLED")
+        except Exception:  # noqa: BLE001 -- best effort while exiting
+            pass
+
+
+def summary_table(kids: list, reused: dict[str, Any], counts: dict[str, int]) -> str:
+    """One line per job: labels, status, final val/elbo, failure reason; a
+    skipped job shows the earlier FINISHED run it reuses."""
+    cols = ("job", "estimator", "conditioning", "kl", "free_bits", "seed", "status", "val/elbo", "reason")
+
+    def row(job: str, r, status: str, reason: str) -> tuple:
+        t, m = r.data.tags, r.data.metrics
+        elbo = m.get("val/elbo")
+        return (job, t.get("estimator", ""), t.get("conditioning", ""), t.get("kl", ""),
+                t.get("free_bits", ""), t.get("seed", ""), status,
+                "" if elbo is None else f"{elbo:.3f}", reason[:60])
+
+    rows = [(r.data.tags.get("job", ""), row(r.data.tags.get("job", ""), r, r.info.status,
+                                             r.data.tags.get("failure_reason", ""))) for r in kids]
+    rows += [(job, row(job, r, "SKIPPED", f"same config FINISHED as run {r.info.run_id[:12]}"))
+             for job, r in reused.items()]
+    rows = [r for _, r in sorted(rows, key=lambda jr: (not jr[0].isdigit(), int(jr[0]) if jr[0].isdigit() else 0))]
+    widths = [max(len(str(x)) for x in col) for col in zip(cols, *rows)]
+    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip()  # noqa: E731
+    out = ["", "sweep summary: " + ", ".join(f"{k.split('.')[1]} {v}" for k, v in counts.items()),
+           line(cols), line(["-" * w for w in widths])]
+    return "\n".join(out + [line(r) for r in rows])

@@ -1,0 +1,83 @@
+"""The training objective of one step: the estimator's surrogate for the
+sampled term plus the analytic KL, weighted by beta(t) and clamped by free bits.
+
+    obj = objective(model, est, batch, beta=1.0, free_bits=0.0, mode="batch")
+    (obj.loss + obj.aux_loss).backward()       # aux_loss may be None
+
+Single-sample estimators (all but vimco) get f(z) = log p(x | z, c), and the
+loss is  est.loss + beta * FB(KL(q(z|x,c) || p(z|c)))  with KL analytic per
+latent variable (B, D). `obj.elbo` (B,) is the unweighted, unclamped
+E log p(x|z,c) - KL, as estimated this step (for gumbel: at the relaxed sample).
+
+Multi-sample bounds (vimco) get f(z) = log p(x|z,c) + beta * (log p(z|c) - log q(z|x,c))
+and no separate KL: at beta = 1 the target is the IWAE bound and `obj.elbo`
+is that bound. Free bits are refused for them (bench.validate).
+
+Models without a prior (`model.prior(batch) is None`, the toy) have no KL:
+the estimator maximises E f directly.
+
+Free bits (DESIGN.md §5), lambda in nats, kl (B, D):
+    batch    sum_j max(lambda, mean_b kl_bj)   (Kingma et al. 2016)
+    per_dim  mean_b sum_j max(lambda, kl_bj)
+    total    mean_b max(lambda, sum_j kl_bj)
+    none     mean_b sum_j kl_bj
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+MULTI_SAMPLE = ("vimco",)   # estimators whose target is a multi-sample bound
+
+
+def free_bits(kl: Tensor, lam: float, mode: str) -> Tensor:
+    """The KL term to minimise: kl (B, D) -> scalar."""
+    if mode == "none" or lam <= 0:
+        return kl.sum(-1).mean()
+    if mode == "batch":
+        return kl.mean(0).clamp_min(lam).sum()
+    if mode == "per_dim":
+        return kl.clamp_min(lam).sum(-1).mean()
+    if mode == "total":
+        return kl.sum(-1).clamp_min(lam).mean()
+    raise ValueError(f"kl.free_bits_mode={mode!r} is not valid; valid values: batch, none, per_dim, total")
+
+
+@dataclass
+class Objective:
+    loss: Tensor                      # () minimise: surrogate + beta * KL term
+    aux_loss: Optional[Tensor]        # () the estimator's own parameters only
+    elbo: Tensor                      # (B,) detached
+    kl: Tensor                        # (B,) detached KL(q || p), 0 without prior
+    metrics: dict[str, Tensor] = field(default_factory=dict)
+
+
+def objective(model, est, batch, beta: float, lam: float = 0.0, mode: str = "batch",
+              multi_sample: Optional[bool] = None) -> Objective:
+    params = model.posterior(batch)               # (B, D, K) logits | (B, D, 2)
+    prior = model.prior(batch)                    # broadcastable params | None
+    context = model.context(batch)                # (B, C) detached
+    latent = model.latent
+    multi = est.name in MULTI_SAMPLE if multi_sample is None else multi_sample
+
+    if multi:
+        def f(z: Tensor) -> Tensor:               # z (S, B, D, K) -> (S, B)
+            ll = model.log_likelihood(batch, z)
+            if prior is None:
+                return ll
+            return ll + beta * (latent.log_prob(prior, z) - latent.log_prob(params, z))
+        out = est(params, f, context)
+        kl = torch.zeros_like(out.value) if prior is None else latent.kl(params, prior).sum(-1).detach()
+        return Objective(out.loss, out.aux_loss, out.value, kl, out.metrics)
+
+    f = lambda z: model.log_likelihood(batch, z)  # noqa: E731
+    out = est(params, f, context)
+    if prior is None:
+        return Objective(out.loss, out.aux_loss, out.value, torch.zeros_like(out.value), out.metrics)
+    kl = latent.kl(params, prior)                 # (B, D)
+    loss = out.loss + beta * free_bits(kl, lam, mode)
+    kl_b = kl.sum(-1).detach()
+    return Objective(loss, out.aux_loss, out.value - kl_b, kl_b, out.metrics)

@@ -1,0 +1,129 @@
+"""Structured-config schema of `bench.run`: the types, defaults and choices of
+every key. Registered with Hydra's ConfigStore as `base_config`, the first
+entry of `conf/config.yaml`'s defaults list, so a wrong type or an unknown
+choice (`device=gpu`, `kl.free_bits_mode=foo`) fails while Hydra composes the
+config, naming the key and the valid values. Checks that need a registry or
+relate two keys (estimator options, n_samples >= min_samples, ranges) live in
+`bench.validate`, which runs before anything is built.
+
+Groups whose options differ per choice (`estimator`, `task`, `conditioning`,
+`model`) are open dicts with a required `name`; everything else is typed here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class Device(str, Enum):
+    auto = "auto"   # CUDA when present, else CPU
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class LatentName(str, Enum):
+    categorical = "categorical"
+    gaussian = "gaussian"
+
+
+class KLSchedule(str, Enum):
+    constant = "constant"
+    linear = "linear"
+    sigmoid = "sigmoid"
+    cyclical = "cyclical"
+
+
+class FreeBitsMode(str, Enum):
+    none = "none"        # no clamping at all
+    batch = "batch"      # sum_j max(lambda, E_batch KL_j)   (Kingma et al. 2016)
+    per_dim = "per_dim"  # E_batch sum_j max(lambda, KL_j)
+    total = "total"      # E_batch max(lambda, sum_j KL_j)  (KL floor)
+
+
+class TemperatureSchedule(str, Enum):
+    constant = "constant"
+    linear = "linear"
+    exponential = "exponential"
+
+
+@dataclass
+class TrainConf:
+    steps: int = 2000           # optimiser steps
+    batch_size: int = 64        # training minibatch
+    lr: float = 1e-3            # Adam, model parameters
+    estimator_lr: float = 1e-3  # Adam, the estimator's own parameters (aux_loss)
+    eval_every: int = 500       # val / grad / collapse metrics (also at 0 and last step)
+    log_every: int = 100        # train/* and perf/* (host sync only here)
+
+
+@dataclass
+class EvalConf:
+    batch_size: int = 512       # validation examples per evaluation (first n of split)
+    iwae_samples: int = 32      # S of the importance-weighted bound val/iwae
+    grad_stats: bool = True     # grad/* at every evaluation
+    grad_samples: int = 32      # N independent gradient estimates
+    grad_batch_size: int = 64   # batch the gradient statistics are computed on
+    exact_max_configs: int = 4096  # grad/bias only when K^D <= this (categorical)
+
+
+@dataclass
+class LatentConf:
+    name: LatentName = LatentName.categorical
+    D: Optional[int] = None     # latent variables; None = the task's default
+    K: Optional[int] = None     # categories per variable (categorical); None = the task's default
+
+
+@dataclass
+class KLConf:
+    name: KLSchedule = KLSchedule.constant
+    beta: float = 1.0           # final / maximal KL weight
+    warmup: float = 0.25        # linear, sigmoid: fraction of train.steps to reach beta
+    cycles: int = 4             # cyclical: number of ramps (Fu et al. 2019)
+    ratio: float = 0.5          # cyclical: fraction of each cycle spent ramping
+    free_bits: float = 0.0      # lambda, nats; 0 leaves the KL unchanged
+    free_bits_mode: FreeBitsMode = FreeBitsMode.batch
+
+
+@dataclass
+class TemperatureConf:
+    schedule: TemperatureSchedule = TemperatureSchedule.constant
+    final: Optional[float] = None  # end temperature; start is estimator.tau
+
+
+@dataclass
+class TrackingConf:
+    experiment: str = "discrete-latent-bench"  # MLflow experiment name
+
+
+@dataclass
+class DebugConf:
+    nan_at_step: Optional[int] = None  # inject a NaN loss at this step (tests)
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    device: Device = Device.auto
+    threads: Optional[int] = 1         # torch.set_num_threads; None = torch default
+    latent_dropout: float = 0.0        # P(decoder gets no latent), training only
+    rerun: bool = False                # redo a config that already FINISHED
+    progress: bool = True              # tqdm bar (always quiet when stdout is not a tty)
+    estimator: Dict[str, Any] = field(default_factory=lambda: {"name": MISSING})
+    task: Dict[str, Any] = field(default_factory=lambda: {"name": MISSING})
+    conditioning: Dict[str, Any] = field(default_factory=lambda: {"name": MISSING})
+    model: Dict[str, Any] = field(default_factory=dict)  # extra models.build options
+    latent: LatentConf = field(default_factory=LatentConf)
+    kl: KLConf = field(default_factory=KLConf)
+    temperature: TemperatureConf = field(default_factory=TemperatureConf)
+    train: TrainConf = field(default_factory=TrainConf)
+    eval: EvalConf = field(default_factory=EvalConf)
+    mlflow: TrackingConf = field(default_factory=TrackingConf)
+    debug: DebugConf = field(default_factory=DebugConf)
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="base_config", node=Config)

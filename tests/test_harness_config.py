@@ -1,0 +1,156 @@
+"""The harness configuration: conf/ composes, every group option is valid, and
+each bad configuration fails before training with an error naming the key and
+the valid values (issue 4). Also the schedules, free bits and config hash."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import OmegaConf
+from omegaconf.errors import ValidationError
+
+import estimators
+from bench import schema, tracking
+from bench.objective import free_bits
+from bench.schedules import Cyclical, kl_schedule, temperature_schedule
+from bench.validate import ConfigError, choices, validate
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = str(ROOT / "conf")
+schema.register()
+
+
+def cfg_of(*overrides: str):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_defaults_compose_and_validate():
+    cfg = cfg_of()
+    validate(cfg)
+    assert cfg.task.name == "digits" and cfg.estimator.name == "gumbel"
+    assert cfg.latent.K ** cfg.latent.D <= 4096      # exact stays affordable on the default task
+
+
+def test_one_name_end_to_end():
+    """conf/estimator/<stem>.yaml has name == stem == a registered Estimator.name."""
+    assert set(choices("estimator")) == set(estimators.names())
+    for group in ("estimator", "conditioning", "kl", "latent"):
+        for stem in choices(group):
+            assert cfg_of(f"{group}={stem}")[group].name == stem
+    for stem in choices("task"):
+        assert cfg_of(f"task={stem}").task.name == stem
+
+
+@pytest.mark.parametrize("name", sorted(estimators.names()))
+def test_every_estimator_file_validates(name):
+    cfg = cfg_of(f"estimator={name}")         # reparam, reinforce_gaussian switch latent
+    validate(cfg)
+    assert cfg.latent.name.value == estimators.build(name).latent
+
+
+@pytest.mark.parametrize("exp", choices("experiment"))
+def test_experiment_overlays_compose(exp):
+    validate(cfg_of(f"experiment={exp}"))
+
+
+@pytest.mark.parametrize("overrides, key, valid", [
+    (["estimator.name=nope"], "estimator", "gumbel"),
+    (["conditioning.name=nope"], "conditioning", "film"),
+    (["estimator=vimco", "estimator.n_samples=1"], "estimator.n_samples", "integers >= 2"),
+    (["estimator=reinforce", "estimator.n_samples=0"], "estimator.n_samples", "integers >= 1"),
+    (["kl.free_bits=-0.5"], "kl.free_bits", "numbers >= 0"),
+    (["kl.free_bits_mode=none", "kl.free_bits=0.5"], "kl.free_bits_mode", "per_dim"),
+    (["estimator=vimco", "kl.free_bits=0.5"], "kl.free_bits", "0 with estimator=vimco"),
+    (["estimator=reparam", "latent=categorical"], "estimator", "latent=gaussian"),
+    (["+estimator.bogus=1"], "estimator.bogus", "n_samples"),
+    (["estimator=exact", "latent.D=8", "latent.K=10"], "estimator", "sampling estimator"),
+    (["train.steps=0"], "train.steps", "integers >= 1"),
+    (["train.lr=0"], "train.lr", "numbers > 0"),
+    (["latent_dropout=1.0"], "latent_dropout", "< 1"),
+    (["kl=cyclical", "kl.cycles=0"], "kl.cycles", "integers >= 1"),
+])
+def test_bad_config_names_key_and_valid_values(overrides, key, valid):
+    with pytest.raises(ConfigError) as e:
+        validate(cfg_of(*overrides))
+    assert e.value.key == key
+    assert str(e.value).startswith(f"{key}=") and valid in str(e.value)
+
+
+@pytest.mark.parametrize("override, valid", [
+    ("device=gpu", "auto, cpu, cuda"),
+    ("kl.free_bits_mode=clamp", "none, batch, per_dim, total"),
+    ("kl=exponential", None),
+])
+def test_schema_rejects_bad_choices_while_composing(override, valid):
+    with pytest.raises((ValidationError, ConfigCompositionException, MissingConfigException)) as e:
+        cfg_of(override)
+    text = str(e.value) + str(getattr(e.value, "__cause__", ""))
+    assert override.split("=")[0].split(".")[0] in text
+    if valid:
+        assert valid in text
+
+
+def test_unknown_group_option_lists_available():
+    with pytest.raises(MissingConfigException) as e:
+        cfg_of("estimator=nope")
+    assert "estimator/nope" in str(e.value)
+    assert all(n in str(e.value) for n in ("gumbel", "reinforce", "vimco"))
+
+
+def test_cli_bad_config_exits_before_training(tmp_path, tracking_uri):
+    """The real entry point: a named error on stderr, non-zero exit, no run logged."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "bench.run", "estimator=vimco", "estimator.n_samples=1"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "estimator.n_samples=1 is not valid" in out.stderr and "integers >= 2" in out.stderr
+    c = tracking.client(tracking_uri)
+    exps = c.search_experiments()
+    assert not c.search_runs([e.experiment_id for e in exps])
+
+
+# -- objective pieces ---------------------------------------------------------
+
+def test_kl_schedules():
+    kl = cfg_of("kl=linear", "kl.warmup=0.5").kl
+    beta = kl_schedule(kl, steps=100)
+    assert beta(0) == 0 and beta(25) == pytest.approx(0.5) and beta(50) == 1 and beta(99) == 1
+    sig = kl_schedule(cfg_of("kl=sigmoid", "kl.warmup=0.5").kl, steps=100)
+    assert sig(0) < 0.01 and sig(25) == pytest.approx(0.5) and sig(50) > 0.99
+    cyc = kl_schedule(cfg_of("kl=cyclical").kl, steps=100)
+    assert isinstance(cyc, Cyclical)
+    assert [cyc(s) for s in (0, 6, 12, 24, 25, 30)] == pytest.approx([0, 0.48, 0.96, 1, 0, 0.4])
+    assert kl_schedule(cfg_of("kl.beta=0.3").kl, 10)(7) == 0.3
+
+
+def test_temperature_schedule():
+    t = temperature_schedule(cfg_of("temperature.schedule=exponential", "temperature.final=0.25").temperature,
+                             start=1.0, steps=101)
+    assert t(0) == 1.0 and t(50) == pytest.approx(0.5) and t(100) == pytest.approx(0.25)
+    assert temperature_schedule(cfg_of().temperature, 0.7, 10)(9) == 0.7
+
+
+def test_free_bits_modes():
+    kl = torch.tensor([[0.0, 2.0], [0.2, 0.0]])            # (B, D)
+    assert float(free_bits(kl, 0.0, "batch")) == pytest.approx(1.1)
+    assert float(free_bits(kl, 0.5, "none")) == pytest.approx(1.1)
+    assert float(free_bits(kl, 0.5, "batch")) == pytest.approx(0.5 + 1.0)        # max(.5,.1)+max(.5,1)
+    assert float(free_bits(kl, 0.5, "per_dim")) == pytest.approx(((0.5 + 2) + (0.5 + 0.5)) / 2)
+    assert float(free_bits(kl, 2.1, "total")) == pytest.approx((2.1 + 2.1) / 2)
+
+
+def test_config_hash_ignores_logging_keys_but_not_seed():
+    base = OmegaConf.to_container(cfg_of(), resolve=True, enum_to_str=True)
+    h = tracking.config_hash(base)
+    assert h == tracking.config_hash(OmegaConf.to_container(
+        cfg_of("rerun=true", "progress=false", "mlflow.experiment=other"), resolve=True, enum_to_str=True))
+    assert h != tracking.config_hash(OmegaConf.to_container(cfg_of("seed=1"), resolve=True, enum_to_str=True))
+    assert h != tracking.config_hash(OmegaConf.to_container(cfg_of("train.lr=0.01"), resolve=True,
+                                                            enum_to_str=True))
