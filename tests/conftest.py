@@ -1,5 +1,9 @@
 """Shared fixtures.
 
+Every test runs with one torch thread: the models are small (launch-bound, so
+more threads only contend on a 2-core machine), and it is what `bench.run`
+uses per job (`threads: 1`).
+
 `tracking_uri`: a fresh sqlite MLflow store in the test's tmp dir, exported as
 MLFLOW_TRACKING_URI (subprocesses inherit it). Creating a store runs MLflow's
 schema migrations (seconds), so one empty store is made per session and copied.
@@ -9,6 +13,15 @@ from __future__ import annotations
 import shutil
 
 import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")

@@ -10,13 +10,6 @@ from models.layers import Block, CondMLP
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors on a shared 2-core machine: extra threads only add synchronisation
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_registry_and_support():

@@ -8,13 +8,6 @@ from models import latents
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors on a shared 2-core machine: extra threads only add synchronisation
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_categorical_kl_log_prob_sample():

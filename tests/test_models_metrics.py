@@ -13,13 +13,6 @@ DT = torch.float64
 K, D, B = 5, 3, 200
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors on a shared 2-core machine: extra threads only add synchronisation
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _distinct_codes():

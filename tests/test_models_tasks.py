@@ -10,13 +10,6 @@ from models.tasks import images, strategies
 from models.tasks.idx import read_idx, write_idx
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors on a shared 2-core machine: extra threads only add synchronisation
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,6 @@ pytestmark = pytest.mark.benchmark
 B = 128
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # -- 1. estimator step over K, D, S ----------------------------------------------

@@ -15,12 +15,6 @@ import models
 pytestmark = pytest.mark.benchmark
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def make_step(task, model):

@@ -1,0 +1,99 @@
+"""The reference-study additions: variant labels in bench.tables (an estimator's
+options that vary split its rows: reinforce none / ema / loo) and bench.study
+(tuned overrides from the sweeper's best.yaml, the headline table)."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import yaml
+
+from bench import study, tables
+from bench.tables_store import load_study
+from tests.test_tables_store import EXP, T0, fresh_store, make_run
+
+
+def _run(client, exp, estimator, seed, elbo, task_t=0.45, start=0, **options):
+    tags = {"estimator": estimator, "conditioning": "concat", "seed": seed, "task": "toy",
+            "latent": "categorical", "kl": "constant", "free_bits": 0, "free_bits_mode": "batch",
+            "sweep_id": "s"}
+    params = {"estimator.name": estimator, "task.name": "toy", "task.t": task_t,
+              **{f"estimator.{k}": v for k, v in options.items()}}
+    return make_run(client, exp, tags, {"val/elbo": elbo, "grad/log10_var": elbo / 10},
+                    {"grad/log10_var": [(0, 1.0), (50, elbo / 10)]},
+                    start_ms=T0 + start * 1000, params=params)
+
+
+def test_variant_splits_an_estimator_by_the_options_that_vary(tmp_path):
+    client, _, exp = fresh_store(tmp_path / "store")
+    i = 0
+    for baseline, values in (("none", (-10.0, -12.0)), ("ema", (-20.0, -24.0))):
+        for seed, v in enumerate(values):
+            _run(client, exp, "reinforce", seed, v, start=(i := i + 1), baseline=baseline,
+                 n_samples=1, ema_decay=0.99)
+    for seed, v in enumerate((-5.0, -7.0)):   # tau constant across gumbel runs: no split
+        _run(client, exp, "gumbel", seed, v, start=(i := i + 1), tau=0.7)
+    s = load_study(client, EXP)
+    assert s.jobs["params.estimator.baseline"].notna().sum() == 4
+
+    tables.write_results(client, s, tmp_path / "out")
+    elbo = pd.read_csv(tmp_path / "out" / "elbo.csv").set_index("variant")
+    assert sorted(elbo.index) == ["gumbel", "reinforce(baseline=ema)", "reinforce(baseline=none)"]
+    assert elbo.loc["reinforce(baseline=ema)", "val/elbo.mean"] == pytest.approx(-22.0)
+    assert elbo.loc["reinforce(baseline=ema)", "val/elbo.se"] == pytest.approx(2.0)
+    assert elbo.loc["reinforce(baseline=none)", "n"] == 2
+    assert elbo.loc["gumbel", "val/elbo.mean"] == pytest.approx(-6.0)
+    assert "task_variant" not in elbo.columns          # task.t is the same everywhere
+    md = (tmp_path / "out" / "elbo.md").read_text()
+    assert "| reinforce(baseline=ema) |" in md.replace(" | concat", "")
+    assert (tmp_path / "out" / "figures" / "grad_log10_var.png").exists()
+
+
+def test_add_variants_labels_tasks_and_leaves_constant_options_alone():
+    runs = pd.DataFrame({
+        "run_id": list("abcd"), "estimator": ["relax"] * 4, "task": ["toy"] * 4,
+        "params.estimator.tau": ["0.5"] * 4, "params.estimator.name": ["relax"] * 4,
+        "params.task.t": ["0.45", "0.45", "0.499", "0.499"], "params.task.name": ["toy"] * 4})
+    out = tables.add_variants(runs)
+    assert list(out["variant"]) == ["relax"] * 4
+    assert list(out["task_variant"]) == ["toy(t=0.45)"] * 2 + ["toy(t=0.499)"] * 2
+    keys, _ = tables.group_keys(out)
+    assert "task_variant" in keys and "variant" not in keys
+    # no params columns at all (runs from before the params were read): bare names
+    bare = tables.add_variants(runs[["run_id", "estimator", "task"]])
+    assert list(bare["variant"]) == ["relax"] * 4
+    assert tables.group_keys(bare)[0] == ["task", "estimator", "conditioning"]
+
+
+def test_best_overrides_and_headline(tmp_path):
+    best = {"lr-digits:estimator=gumbel": {
+                "overrides": ["estimator=gumbel", "conditioning=concat", "train.steps=500",
+                              "train.lr=0.0031", "estimator.tau=0.72"], "value": -20.5, "trials": 4},
+            "lr-digits:estimator=vimco": {
+                "overrides": ["estimator=vimco", "train.steps=500", "train.lr=0.002"],
+                "value": -21.0, "trials": 4}}
+    folder = tmp_path / "tune-digits"
+    folder.mkdir()
+    (folder / "best.yaml").write_text(yaml.safe_dump(best))
+    assert study.best_overrides(folder / "best.yaml", "gumbel") == ["train.lr=0.0031",
+                                                                   "estimator.tau=0.72"]
+    assert study.best_overrides(folder / "best.yaml", "vimco") == ["train.lr=0.002"]
+    with pytest.raises(KeyError, match="rebar"):
+        study.best_overrides(folder / "best.yaml", "rebar")
+
+    rows = [("digits", e, c, kl, fb, m) for e, m0 in (("gumbel", -20.0), ("vimco", -30.0))
+            for c in ("add", "concat") for kl in ("constant", "cyclical") for fb in (0.0, 0.5)
+            for m in [m0 + (kl == "cyclical") * 100 + fb * 1000 + (c == "add")]]
+    df = pd.DataFrame(rows, columns=["task", "estimator", "conditioning", "kl", "free_bits",
+                                     "val/elbo.mean"])
+    df["val/elbo.se"], df["val/elbo.n"], df["n"] = 0.5, 3, 3
+    df.to_csv(tmp_path / "elbo.csv", index=False)
+    df.rename(columns=lambda c: c.replace("val/elbo", "val/kl")).to_csv(
+        tmp_path / "collapse.csv", index=False)
+    text = study.headline(tmp_path)
+    assert "| estimator | add | concat |" in text
+    assert "| gumbel | -19.00 ± 0.50 | -20.00 ± 0.50 |" in text   # constant KL, free bits 0 only
+    assert "| vimco | -29.00 ± 0.50 | -30.00 ± 0.50 |" in text
+    assert not math.isnan(len(text))
+    assert "0.72" in study.tuning_table([folder / "best.yaml"])
