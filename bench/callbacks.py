@@ -1,17 +1,26 @@
 """Hydra callback that owns the sweep-level MLflow state, in the launching
-process only (wired in conf/config.yaml under `hydra.callbacks`).
+process (wired in conf/config.yaml under `hydra.callbacks`).
 
-Contract with the jobs (bench.job), through environment variables that every
-launcher passes on to its workers (joblib/loky and submitit copy the
-environment; SLURM exports it by default):
+Contract with the jobs (bench.job): the launching process fixes
 
     MLFLOW_TRACKING_URI   absolute, fixed once before Hydra changes anything
     BENCH_EXPERIMENT_ID   the experiment, created here once: parallel workers
-                          creating a new sqlite store race and can corrupt it,
+    BENCH_EXPERIMENT_NAME creating a new sqlite store race and can corrupt it,
                           and `set_experiment` racing in workers can file runs
                           under Default (DESIGN.md §9)
+    BENCH_GIT_COMMIT      asked of git once per sweep
     BENCH_PARENT_RUN_ID   multirun only: the sweep's parent run
     BENCH_SWEEP_ID        multirun only: the `sweep_id` tag of parent and children
+
+and hands them to the jobs twice: as environment variables of the launching
+process (inherited by basic, joblib/loky and submitit_local jobs; sbatch
+exports it by default), and as the state of this callback object, which every
+launcher that runs jobs elsewhere pickles along with Hydra's context (joblib,
+submitit, Ray). `on_job_start`, which Hydra calls inside each job process,
+writes that state back into the job's environment, so a job whose environment
+was not inherited (SLURM with `--export=NONE`, a Ray worker on another node)
+still logs to the same store, experiment and parent. The MLflow client is not
+pickled; the ids are.
 
 At the end of a multirun it prints the summary table (finished, failed,
 skipped), sets `sweep.finished`, `sweep.failed`, `sweep.skipped` (and
@@ -31,8 +40,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import tracking as T
 
+SWEEP_KEYS = ("BENCH_PARENT_RUN_ID", "BENCH_SWEEP_ID")
+
 
 def _export(uri: str, cfg: DictConfig) -> tuple[Any, str]:
+    T.configure(cfg.mlflow.patience_s, uri)
     os.environ["MLFLOW_TRACKING_URI"] = uri
     exp_id = T.ensure_experiment(uri, cfg.mlflow.experiment)
     os.environ["BENCH_EXPERIMENT_ID"] = exp_id
@@ -46,12 +58,33 @@ class TrackingCallback(Callback):
         self.parent: str | None = None
         self.client = None
         self.exp_id: str | None = None
+        self.env: dict[str, str] = {}     # what the jobs must see (module docstring)
+
+    def _remember(self) -> None:
+        keys = ("MLFLOW_TRACKING_URI", "BENCH_EXPERIMENT_ID", "BENCH_EXPERIMENT_NAME",
+                "BENCH_GIT_COMMIT", *SWEEP_KEYS)
+        self.env = {k: os.environ[k] for k in keys if os.environ.get(k)}
+
+    def __getstate__(self) -> dict:
+        # launchers pickle this object into every job: ids travel, the client does not
+        return {**self.__dict__, "client": None}
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """In the job's process: the launching process's ids, whatever the
+        launcher did with the environment."""
+        if not self.env:
+            return
+        if "BENCH_PARENT_RUN_ID" not in self.env:       # a single run has no parent
+            for k in SWEEP_KEYS:
+                os.environ.pop(k, None)
+        os.environ.update(self.env)
 
     # -- single run --------------------------------------------------------
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        for k in ("BENCH_PARENT_RUN_ID", "BENCH_SWEEP_ID"):
+        for k in SWEEP_KEYS:
             os.environ.pop(k, None)
         _export(T.resolve_tracking_uri(), config)
+        self._remember()
 
     # -- multirun ----------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -69,6 +102,7 @@ class TrackingCallback(Callback):
         self.parent = run.info.run_id
         os.environ["BENCH_PARENT_RUN_ID"] = self.parent
         os.environ["BENCH_SWEEP_ID"] = sid
+        self._remember()
         atexit.register(self._abandon)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -13,6 +13,11 @@
    (and artifact traceback.txt); in a multirun the job then returns instead of
    raising, so Hydra goes on with the sweep. Ctrl-C ends the run KILLED and
    propagates.
+5. The store unreachable for longer than `mlflow.patience_s` (bench.tracking:
+   shorter outages are retried and lose nothing) raises `TrackingUnavailable`,
+   naming the URI, in a multirun too: every later job would wait as long, so
+   the sweep stops; runs left RUNNING are marked KILLED by the callback's exit
+   hook when the store answers again.
 
 Returns the final val/elbo (NaN when failed): a Hydra sweeper's objective.
 """
@@ -46,6 +51,7 @@ def run_job(cfg: DictConfig) -> float:
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     resolved.pop("hydra", None)
     uri = T.resolve_tracking_uri()
+    T.configure(cfg.mlflow.patience_s, uri)
     c = T.client(uri)
     env = T.ids_from_env()
     if env.get("BENCH_EXPERIMENT_ID") and \
@@ -97,6 +103,8 @@ def run_job(cfg: DictConfig) -> float:
         T.set_tags(c, run_id, {"failure_reason": "KeyboardInterrupt"})
         T.retrying(c.set_terminated, run_id, "KILLED")
         raise
+    except T.TrackingUnavailable:
+        raise                       # recording the failure would wait as long again
     except Exception as e:  # noqa: BLE001 -- any failure is recorded, then handled below
         _fail(c, run_id, e)
         if not multirun:

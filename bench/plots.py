@@ -38,15 +38,23 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _labels(runs: pd.DataFrame) -> tuple[str, str]:
+    """(hue, panel) columns: the variant labels of bench.tables.add_variants where
+    present (reinforce(baseline=ema), toy(t=0.499)), else estimator and task."""
+    return ("variant" if "variant" in runs else "estimator",
+            "task_variant" if "task_variant" in runs else "task")
+
+
 def _curve(runs: pd.DataFrame, curves: pd.DataFrame, key: str, path: Path):
-    data = curves[curves["key"] == key].merge(runs[["run_id", "task", "estimator"]], on="run_id")
+    hue, col = _labels(runs)
+    data = curves[curves["key"] == key].merge(runs[list(dict.fromkeys(["run_id", hue, col]))], on="run_id")
     if data.empty:
         return None
     data = data.rename(columns={"value": key})
     grid = sns.relplot(
-        data=data, x="step", y=key, hue="estimator", col="task", kind="line",
-        errorbar="se", hue_order=sorted(data["estimator"].unique()),
-        col_order=sorted(data["task"].unique()), facet_kws={"sharey": False},
+        data=data, x="step", y=key, hue=hue, col=col, kind="line",
+        errorbar="se", hue_order=sorted(data[hue].unique()),
+        col_order=sorted(data[col].unique()), facet_kws={"sharey": False},
         height=3.2, aspect=1.3,
     )
     grid.figure.suptitle(f"{key} (mean ± s.e. over runs)", y=1.03)
@@ -56,13 +64,14 @@ def _curve(runs: pd.DataFrame, curves: pd.DataFrame, key: str, path: Path):
 def _heatmap(runs: pd.DataFrame, path: Path):
     if "val/elbo" not in runs or runs["val/elbo"].notna().sum() == 0:
         return None
+    hue, _ = _labels(runs)
     tasks = sorted(runs["task"].unique())
-    rows, cols = runs["estimator"].nunique(), runs["conditioning"].nunique()
+    rows, cols = runs[hue].nunique(), runs["conditioning"].nunique()
     fig, axes = plt.subplots(1, len(tasks), squeeze=False,
                              figsize=(len(tasks) * (2.5 + 0.9 * cols), 1.5 + 0.45 * rows))
     for ax, task in zip(axes[0], tasks):
         table = (runs[runs["task"] == task]
-                 .pivot_table(index="estimator", columns="conditioning", values="val/elbo",
+                 .pivot_table(index=hue, columns="conditioning", values="val/elbo",
                               aggfunc="mean")
                  .sort_index().sort_index(axis=1))
         sns.heatmap(table, annot=True, fmt=".1f", cmap="viridis", ax=ax,
@@ -79,14 +88,15 @@ def _collapse(runs: pd.DataFrame, path: Path):
     fb = pd.to_numeric(runs.get("free_bits"), errors="coerce") if "free_bits" in runs else None
     if not metrics or fb is None or fb.notna().sum() == 0:
         return None
+    hue, _ = _labels(runs)
     data = runs.assign(free_bits=fb).dropna(subset=["free_bits"])
-    data = data.melt(id_vars=["task", "estimator", "free_bits"], value_vars=metrics,
+    data = data.melt(id_vars=list(dict.fromkeys(["task", hue, "free_bits"])), value_vars=metrics,
                      var_name="metric", value_name="value").dropna(subset=["value"])
     if data.empty:
         return None
     grid = sns.relplot(
-        data=data, x="free_bits", y="value", hue="estimator", col="metric", row="task",
-        kind="line", marker="o", errorbar="se", hue_order=sorted(data["estimator"].unique()),
+        data=data, x="free_bits", y="value", hue=hue, col="metric", row="task",
+        kind="line", marker="o", errorbar="se", hue_order=sorted(data[hue].unique()),
         col_order=metrics, row_order=sorted(data["task"].unique()),
         facet_kws={"sharey": False}, height=3.0, aspect=1.3,
     )

@@ -25,6 +25,12 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class Precision(str, Enum):
+    fp32 = "fp32"   # float32 everywhere
+    tf32 = "tf32"   # CUDA matmuls/convolutions in TensorFloat-32 (no effect on CPU)
+    bf16 = "bf16"   # the model's networks under torch.autocast(bfloat16); estimators in fp32
+
+
 class LatentName(str, Enum):
     categorical = "categorical"
     gaussian = "gaussian"
@@ -58,6 +64,8 @@ class TrainConf:
     estimator_lr: float = 1e-3  # Adam, the estimator's own parameters (aux_loss)
     eval_every: int = 500       # val / grad / collapse metrics (also at 0 and last step)
     log_every: int = 100        # train/* and perf/* (host sync only here)
+    precision: Precision = Precision.fp32  # fp32 | tf32 | bf16 (bench.accel; bf16 not for rebar/relax/vimco)
+    compile: bool = False       # torch.compile the model's forward pieces (eager fallback, warned)
 
 
 @dataclass
@@ -97,6 +105,7 @@ class TemperatureConf:
 @dataclass
 class TrackingConf:
     experiment: str = "discrete-latent-bench"  # MLflow experiment name
+    patience_s: float = 300.0   # how long a store call retries an outage before the job fails
 
 
 @dataclass

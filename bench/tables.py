@@ -19,7 +19,10 @@ into --out:
     figures/*.png                (bench.plots)
 
 Rows are grouped by task × estimator × conditioning, plus latent, kl and
-free_bits where those vary; column names are the tag and metric names verbatim.
+free_bits where those vary, plus `variant` / `task_variant` where an
+estimator's (task's) options vary within the selection: the name followed by
+the options that vary among that name's runs, e.g.
+`reinforce(baseline=ema,n_samples=1)` or `toy(t=0.499)` (`add_variants`); column names are the tag and metric names verbatim.
 Output is sorted and formatted deterministically: the same runs give
 byte-identical .md and .csv files. With --sweep (or when all jobs belong to one
 sweep) the files are also logged as artifacts to the sweep's parent run under
@@ -49,7 +52,10 @@ COST = ("perf/steps_per_s", "perf/peak_mem_mb", "wall_s")
 SETTING = ("val/elbo", "val/kl", "collapse/active_units", "collapse/mutual_info", "collapse/kl_min")
 ALWAYS = ("task", "estimator", "conditioning")   # group keys shown even when constant
 IF_VARIED = ("latent", "kl", "free_bits", "free_bits_mode")  # shown only when they vary
-KEY_ORDER = ("task", "latent", "estimator", "conditioning", "kl", "free_bits", "free_bits_mode")
+KEY_ORDER = ("task", "task_variant", "latent", "estimator", "variant", "conditioning", "kl",
+             "free_bits", "free_bits_mode")
+# label column -> the tag it refines; options come from the params.<tag>.* columns
+VARIANTS = {"variant": "estimator", "task_variant": "task"}
 LABELS = ("task", "latent", "estimator", "conditioning", "kl", "free_bits", "seed")
 STATUS_COLS = ("status", "sweep_id") + LABELS + ("run_id", "failure_reason")
 SKIPPED_COLS = ("sweep_id", "job", "run_id", "status") + LABELS
@@ -139,10 +145,37 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
     df.to_csv(path, index=False, float_format="%.10g", lineterminator="\n")
 
 
+def add_variants(runs: pd.DataFrame) -> pd.DataFrame:
+    """Add `variant` and `task_variant`: the estimator (task) name, followed by
+    the options (params `estimator.*`, `task.*`) that vary among the runs of
+    that name in this selection, in key order, e.g. reinforce(baseline=none,
+    n_samples=1). A name whose runs share every option keeps the bare name, so
+    tuned values constant per estimator do not split it."""
+    runs = runs.copy()
+    for col, base in VARIANTS.items():
+        if base not in runs:
+            continue
+        prefix = f"params.{base}."
+        opts = sorted(c for c in runs if c.startswith(prefix) and c != prefix + "name")
+        labels = runs[base].astype(str).copy()
+        for name, g in runs.groupby(base, sort=True):
+            vals = g[opts].fillna(MISSING).astype(str)
+            varying = [c for c in opts if vals[c].nunique() > 1]
+            if varying:
+                labels.loc[g.index] = [
+                    f"{name}(" + ",".join(f"{c[len(prefix):]}={v}" for c, v in zip(varying, row))
+                    + ")" for row in vals[varying].itertuples(index=False)]
+        runs[col] = labels
+    return runs
+
+
 def group_keys(runs: pd.DataFrame, always=ALWAYS, if_varied=IF_VARIED) -> tuple[list, dict]:
     """Keys to group by, in JOB_TAGS order, and the constant settings to state."""
     if_varied = [c for c in if_varied if c in runs]
     varied = {c for c in if_varied if runs[c].nunique() > 1} if len(runs) else set()
+    # a variant label is a key when it says more than the name it refines
+    varied |= {c for c, base in VARIANTS.items()
+               if c in runs and base in runs and (runs[c] != runs[base].astype(str)).any()}
     keys = [c for c in KEY_ORDER if c in always or c in varied]
     constant = {c: runs[c].iloc[0] for c in if_varied
                 if c not in keys and len(runs) and runs[c].iloc[0] != MISSING}
@@ -195,6 +228,7 @@ def write_results(client, study: Study, out: Path) -> list[Path]:
 
     out.mkdir(parents=True, exist_ok=True)
     finished, superseded = dedupe(study.jobs[study.jobs["status"] == "FINISHED"])
+    finished = add_variants(finished)
     by, constant = group_keys(finished)
     scope = f"experiment `{study.experiment}`" + (f", sweep `{study.sweep}`" if study.sweep else "")
     note = (f"{scope}: {len(finished)} finished runs; final values, mean ± standard error "
@@ -205,8 +239,10 @@ def write_results(client, study: Study, out: Path) -> list[Path]:
              "collapse": ("Posterior collapse and latent use", by, COLLAPSE),
              "cost": ("Cost", by, COST)}
     if set(finished.get("kl", [])) - {MISSING} or set(finished.get("free_bits", [])) - {MISSING}:
-        sby = [c for c in ("task", "latent", "kl", "free_bits", "estimator")
-               if c != "latent" or finished["latent"].nunique() > 1]
+        sby = [c for c in ("task", "task_variant", "latent", "kl", "free_bits", "estimator",
+                           "variant")
+               if (c != "latent" or finished["latent"].nunique() > 1)
+               and (c not in VARIANTS or c in by)]
         specs["collapse_by_setting"] = (
             "Collapse per KL schedule and free bits (pooled over conditioning)", sby, SETTING)
     written = []

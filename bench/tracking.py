@@ -4,10 +4,23 @@
 the store is `sqlite:///<absolute path>/mlflow.db` in the directory the command
 was started from. The path is made absolute before Hydra changes into per-job
 directories, or every job would get a store of its own.
+
+Outages (a shared `mlflow server` restarting, a sqlite store locked by another
+writer): every call to the store goes through `retrying`, which retries
+transient errors with exponential backoff (capped at 5 s) for at most
+`PATIENCE_S` seconds per call (config key `mlflow.patience_s`, default 300,
+set by `configure`), then raises `TrackingUnavailable` naming the URI. A job
+therefore loses nothing across an outage shorter than the patience, and fails
+with a clear error after a longer one. For http(s) stores, `configure` also
+shrinks MLflow's own per-request retries (MLFLOW_HTTP_REQUEST_MAX_RETRIES=2,
+MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR=1, MLFLOW_HTTP_REQUEST_TIMEOUT=60; values
+already in the environment win): MLflow's defaults (7 retries, factor 2,
+120 s timeout) can hold a single call for minutes, outside our deadline.
 """
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -54,23 +67,61 @@ def client(uri: str | None = None):
     return MlflowClient(tracking_uri=uri or resolve_tracking_uri())
 
 
-def retrying(fn: Callable[..., T], *args, attempts: int = 8, **kwargs) -> T:
+PATIENCE_S = 300.0      # seconds one store call may keep failing transiently (mlflow.patience_s)
+# MLflow's own HTTP retries, per request; see the module docstring
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+_TRANSIENT = ("locked", "busy", "connection", "timed out", "timeout", "temporarily",
+              "503", "502", "504", "429", "max retries exceeded")
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking store kept failing transiently for longer than the patience."""
+
+
+def configure(patience_s: float | None = None, uri: str | None = None) -> None:
+    """Set the outage patience of this process and, for an http(s) store,
+    MLflow's per-request HTTP retry defaults (environment values win)."""
+    global PATIENCE_S
+    if patience_s is not None:
+        PATIENCE_S = float(patience_s)
+    if (uri or resolve_tracking_uri()).startswith(("http://", "https://")):
+        for k, v in HTTP_DEFAULTS.items():
+            os.environ.setdefault(k, v)
+
+
+def _uri_of(fn: Callable) -> str:
+    owner = getattr(fn, "__self__", None)
+    tc = getattr(owner, "_tracking_client", None)
+    return str(getattr(tc, "tracking_uri", None) or resolve_tracking_uri())
+
+
+def retrying(fn: Callable[..., T], *args, patience_s: float | None = None, **kwargs) -> T:
     """Call fn, retrying transient store errors (sqlite 'database is locked'
-    under parallel writers, a tracking server briefly unreachable) with
-    exponential backoff; the last error propagates."""
-    delay = 0.05
-    for i in range(attempts):
+    under parallel writers, a tracking server unreachable or restarting) with
+    exponential backoff for at most `patience_s` (default PATIENCE_S) seconds;
+    then `TrackingUnavailable` names the store. Other errors propagate at once."""
+    patience = PATIENCE_S if patience_s is None else patience_s
+    t0, delay = time.monotonic(), 0.05
+    while True:
         try:
             return fn(*args, **kwargs)
         except Exception as e:  # noqa: BLE001 -- MLflow wraps sqlite/http errors variously
             text = f"{type(e).__name__}: {e}".lower()
-            transient = any(s in text for s in ("locked", "busy", "connection", "timed out",
-                                                "temporarily", "503", "502", "429"))
-            if not transient or i == attempts - 1:
+            if not any(s in text for s in _TRANSIENT):
                 raise
+            waited = time.monotonic() - t0
+            if waited + delay > patience:
+                raise TrackingUnavailable(
+                    f"MLflow tracking store {_uri_of(fn)} failed for {waited:.0f} s "
+                    f"(mlflow.patience_s={patience:g}) in {getattr(fn, '__name__', fn)}: "
+                    f"{type(e).__name__}: {str(e)[:500]}") from e
+            if delay >= 1.0 and delay / 2 < 1.0:        # once per call, after ~1 s of failures
+                print(f"[bench] tracking store {_uri_of(fn)} unavailable ({type(e).__name__}); "
+                      f"retrying for up to {patience:g} s (mlflow.patience_s)", file=sys.stderr, flush=True)
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
-    raise AssertionError("unreachable")
 
 
 def ensure_experiment(uri: str, name: str) -> str:

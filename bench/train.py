@@ -13,6 +13,14 @@ in one `log(s, metrics)` call per step:
 Between logging steps nothing leaves the device: the interval sums and a
 "first non-finite step" marker are tensors; the one host sync is the flush.
 A NaN/inf loss or evaluation metric raises `NonFiniteError` at the next flush.
+(tests/test_scaleout_gpu_path.py counts host reads per step, on CPU and CUDA.)
+
+Device and speed: `device=auto` is CUDA when present; the data set lives on
+the device and minibatches are gathered there. The training step sees the
+model through bench.accel.StepModel: `train.precision` (fp32 | tf32 | bf16:
+the networks only, estimators always fp32) and `train.compile` (torch.compile
+of the model's forward pieces, eager fallback with a warning; perf/compiled
+logs 1 while compiled code runs). Evaluation always uses the plain fp32 model.
 
 Per step: a minibatch drawn by index on the device, beta(t) from `kl`, the
 temperature schedule assigned to `est.tau` (relaxations with a plain float
@@ -34,6 +42,7 @@ from tqdm import tqdm
 
 import estimators
 import models
+from .accel import StepModel
 from .evaluate import Evaluator
 from .objective import objective
 from .schedules import kl_schedule, temperature_schedule
@@ -106,6 +115,7 @@ def train(cfg, log: Log, desc: str = "") -> dict[str, float]:
     est_params = [p for p in est.parameters() if p.requires_grad]
     est_opt = torch.optim.Adam(est_params, lr=cfg.train.estimator_lr) if est_params else None
 
+    step_model = StepModel(model, device, cfg.train.precision, cfg.train.compile)
     gen = task.generator(cfg.seed)
     zero = lambda: torch.zeros((), device=device)  # noqa: E731
     acc = {"train/loss": zero(), "train/elbo": zero(), "train/kl": zero()}
@@ -136,6 +146,8 @@ def train(cfg, log: Log, desc: str = "") -> dict[str, float]:
             train_s = t_eval - t_interval - eval_in_interval
             metrics["perf/steps_per_s"] = since_log / max(train_s, 1e-9)
             metrics["perf/peak_mem_mb"] = peak_mem_mb(device)
+            if cfg.train.compile:
+                metrics["perf/compiled"] = float(step_model.compiled)
             for v in acc.values():
                 v.zero_()
             since_log = 0
@@ -163,7 +175,7 @@ def train(cfg, log: Log, desc: str = "") -> dict[str, float]:
             batch = task.sample("train", B, gen)
             if tau is not None:
                 est.tau = tau(step)
-            obj = objective(model, est, batch, beta(step), lam, mode)
+            obj = objective(step_model, est, batch, beta(step), lam, mode)
             loss = obj.loss
             if nan_at is not None and step == nan_at:
                 loss = loss * float("nan")          # debug.nan_at_step: exercise the failure path
