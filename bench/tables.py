@@ -49,7 +49,8 @@ GRAD = ("grad/log10_var", "grad/snr", "grad/bias")
 COLLAPSE = ("val/kl", "collapse/active_units", "collapse/mutual_info", "collapse/kl_min",
             "collapse/code_perplexity", "latent/strategy_nmi")
 COST = ("perf/steps_per_s", "perf/peak_mem_mb", "wall_s")
-SETTING = ("val/elbo", "val/kl", "collapse/active_units", "collapse/mutual_info", "collapse/kl_min")
+SETTING = ("val/elbo", "val/kl", "collapse/active_units", "collapse/mutual_info", "collapse/kl_min",
+           "latent/strategy_nmi")
 ALWAYS = ("task", "estimator", "conditioning")   # group keys shown even when constant
 IF_VARIED = ("latent", "kl", "free_bits", "free_bits_mode")  # shown only when they vary
 KEY_ORDER = ("task", "task_variant", "latent", "estimator", "variant", "conditioning", "kl",
@@ -148,25 +149,39 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
 def add_variants(runs: pd.DataFrame) -> pd.DataFrame:
     """Add `variant` and `task_variant`: the estimator (task) name, followed by
     the options (params `estimator.*`, `task.*`) that vary among the runs of
-    that name in this selection, in key order, e.g. reinforce(baseline=none,
-    n_samples=1). A name whose runs share every option keeps the bare name, so
-    tuned values constant per estimator do not split it."""
+    that name in this selection (for an estimator: within one task), in key
+    order, e.g. reinforce(baseline=none,n_samples=1). A name whose runs share
+    every option keeps the bare name, so values tuned once per task and
+    estimator (train.lr is not an option; estimator.tau is) do not split it.
+    Numbers are shown to 4 significant digits."""
     runs = runs.copy()
     for col, base in VARIANTS.items():
         if base not in runs:
             continue
         prefix = f"params.{base}."
         opts = sorted(c for c in runs if c.startswith(prefix) and c != prefix + "name")
+        within = [base] + (["task"] if base != "task" and "task" in runs else [])
         labels = runs[base].astype(str).copy()
-        for name, g in runs.groupby(base, sort=True):
+        for _, g in runs.groupby(within, sort=True):
             vals = g[opts].fillna(MISSING).astype(str)
             varying = [c for c in opts if vals[c].nunique() > 1]
             if varying:
                 labels.loc[g.index] = [
-                    f"{name}(" + ",".join(f"{c[len(prefix):]}={v}" for c, v in zip(varying, row))
-                    + ")" for row in vals[varying].itertuples(index=False)]
+                    f"{name}(" + ",".join(f"{c[len(prefix):]}={_short(v)}"
+                                          for c, v in zip(varying, row)) + ")"
+                    for name, row in zip(g[base].astype(str),
+                                         vals[varying].itertuples(index=False))]
         runs[col] = labels
     return runs
+
+
+def _short(value: str) -> str:
+    """A number to 4 significant digits (0.0011205837 -> 0.001121); text as is."""
+    try:
+        x = float(value)
+    except ValueError:
+        return value
+    return f"{x:.4g}" if math.isfinite(x) else value
 
 
 def group_keys(runs: pd.DataFrame, always=ALWAYS, if_varied=IF_VARIED) -> tuple[list, dict]:

@@ -3,8 +3,6 @@ options that vary split its rows: reinforce none / ema / loo) and bench.study
 (tuned overrides from the sweeper's best.yaml, the headline table)."""
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 import pytest
 import yaml
@@ -60,6 +58,14 @@ def test_add_variants_labels_tasks_and_leaves_constant_options_alone():
     assert list(out["task_variant"]) == ["toy(t=0.45)"] * 2 + ["toy(t=0.499)"] * 2
     keys, _ = tables.group_keys(out)
     assert "task_variant" in keys and "variant" not in keys
+    # an option that differs between tasks but not within one splits nothing
+    other = runs.assign(task=["toy", "toy", "digits", "digits"],
+                        **{"params.estimator.tau": ["0.5", "0.5", "1.3271988", "1.3271988"],
+                           "params.task.t": ["0.45"] * 4})
+    assert list(tables.add_variants(other)["variant"]) == ["relax"] * 4
+    # long floats are shortened in labels
+    varied = runs.assign(**{"params.estimator.tau": ["0.5", "0.5", "1.3271988", "1.3271988"]})
+    assert list(tables.add_variants(varied)["variant"])[2:] == ["relax(tau=1.327)"] * 2
     # no params columns at all (runs from before the params were read): bare names
     bare = tables.add_variants(runs[["run_id", "estimator", "task"]])
     assert list(bare["variant"]) == ["relax"] * 4
@@ -89,11 +95,15 @@ def test_best_overrides_and_headline(tmp_path):
                                      "val/elbo.mean"])
     df["val/elbo.se"], df["val/elbo.n"], df["n"] = 0.5, 3, 3
     df.to_csv(tmp_path / "elbo.csv", index=False)
-    df.rename(columns=lambda c: c.replace("val/elbo", "val/kl")).to_csv(
-        tmp_path / "collapse.csv", index=False)
+    pooled = df[df["conditioning"] == "concat"].drop(columns="conditioning")
+    pooled.rename(columns=lambda c: c.replace("val/elbo", "val/kl")).to_csv(
+        tmp_path / "collapse_by_setting.csv", index=False)
     text = study.headline(tmp_path)
     assert "| estimator | add | concat |" in text
     assert "| gumbel | -19.00 ± 0.50 | -20.00 ± 0.50 |" in text   # constant KL, free bits 0 only
     assert "| vimco | -29.00 ± 0.50 | -30.00 ± 0.50 |" in text
-    assert not math.isnan(len(text))
+    # val/kl per KL schedule / free bits, in natural order
+    assert "| estimator | constant / 0.0 | constant / 0.5 | cyclical / 0.0 | cyclical / 0.5 |" in text
+    assert "| gumbel | -20.00 ± 0.50 | 480.00 ± 0.50 | 80.00 ± 0.50 | 580.00 ± 0.50 |" in text
+    assert "strategy_nmi" not in text                # not measured: no table
     assert "0.72" in study.tuning_table([folder / "best.yaml"])
