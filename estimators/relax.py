@@ -18,8 +18,8 @@ import math
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from .base import Estimate, Estimator, Fn, check_positive, register
 from .rebar import control_variate_surrogate, variance_objective
@@ -43,7 +43,8 @@ class Relax(Estimator):
         self.use_f = bool(use_f)
         self.log_tau = nn.Parameter(torch.tensor(math.log(tau)))
         self.eta = nn.Parameter(torch.tensor(float(eta))) if use_f else None
-        # input width (D*K + C) is known at the first call
+        # input width (D*K + C) is known at the first call; applied by hand in
+        # control_variate so each weight passes through the gradient gate
         self.net = nn.Sequential(nn.LazyLinear(hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
     def control_variate(self, y: Tensor, x: Tensor) -> Tensor:
@@ -53,8 +54,9 @@ class Relax(Estimator):
             with torch.no_grad():
                 self.net(inp)                     # materialise the lazy layer
             self.net.to(dtype=y.dtype)
-        gated = {n: self.gate(p) for n, p in self.net.named_parameters()}
-        return functional_call(self.net, gated, (inp,)).squeeze(-1)
+        first, _, last = self.net
+        h = F.linear(inp, self.gate(first.weight), self.gate(first.bias)).relu()
+        return F.linear(h, self.gate(last.weight), self.gate(last.bias)).squeeze(-1)
 
     def estimate(self, logits: Tensor, f: Fn, context: Optional[Tensor]) -> Estimate:
         S = self.n_samples
