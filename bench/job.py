@@ -112,6 +112,11 @@ def run_job(cfg: DictConfig) -> float:
         print(f"[bench] job {job_num} FAILED: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         return math.nan
     T.retrying(c.set_terminated, run_id, "FINISHED")
+    if not multirun:                # a sweep prints its own summary table at the end
+        shown = "  ".join(f"{k}={result[k]:.3f}" for k in ("val/elbo", "val/iwae", "val/kl")
+                          if k in result)
+        print(f"[bench] run {run_id} FINISHED: {shown}\n[bench] store {uri}, experiment "
+              f"{cfg.mlflow.experiment!r}: mlflow ui --backend-store-uri {uri}", flush=True)
     return result.get("val/elbo", math.nan)
 
 

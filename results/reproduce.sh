@@ -15,6 +15,7 @@ mkdir -p results/.store results/.work
 export MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-sqlite:///$PWD/results/.store/mlflow.db}"
 PAR="hydra/launcher=joblib hydra.launcher.n_jobs=${N_JOBS:-2}"
 ESTIMATORS="exact reinforce gumbel rebar relax vimco"
+GAUSSIAN="reparam reinforce_gaussian"   # digits only: the continuous-latent counterpart
 GRID="kl=constant,cyclical kl.free_bits=0.0,0.5 seed=0,1,2"
 stages="${*:-toy tune digits strategies tables}"
 has() { [[ " $stages " == *" $1 "* ]]; }
@@ -35,20 +36,21 @@ fi
 # and fewer steps than the study (digits 500 of 1000, strategies 100 of 150).
 # Objective: the final val/elbo of the tuning run. With 4 trials (< TPE's 10
 # start-up trials) every study draws the same 4 seeded random points.
-tune() {  # task, steps
-  run experiment=reference_$1 hparams_search=lr "estimator=${ESTIMATORS// /,}" \
+tune() {  # task, steps, estimators
+  local est="$3"
+  run experiment=reference_$1 hparams_search=lr "estimator=${est// /,}" \
       conditioning=concat kl=constant kl.free_bits=0.0 seed=0 train.steps=$2 \
       mlflow.experiment=reference-tuning hydra.sweeper.n_trials=4 hydra.sweeper.n_jobs=2 \
       hydra.sweeper.study_prefix=lr-$1 hydra.sweeper.storage=sqlite:///results/.work/optuna.db \
       hydra.sweep.dir=results/.work/tune-$1 $PAR
 }
 if has tune; then
-  tune digits 500
-  tune strategies 100
+  tune digits 500 "$ESTIMATORS $GAUSSIAN"
+  tune strategies 100 "$ESTIMATORS"
 fi
 
-study() {  # task, conditioning list
-  for e in $ESTIMATORS; do
+study() {  # task, conditioning list, estimators
+  for e in $3; do
     best=$(python -m bench.study best results/.work/tune-$1/best.yaml "$e")
     grid="$GRID"
     [[ $e == vimco ]] && grid="${GRID/kl.free_bits=0.0,0.5/kl.free_bits=0.0}"  # vimco refuses free bits
@@ -56,8 +58,8 @@ study() {  # task, conditioning list
         hydra.sweep.dir=results/.work/study-$1-$e
   done
 }
-has digits && study digits concat,add,film
-has strategies && study strategies concat,prefix
+has digits && study digits concat,add,film "$ESTIMATORS $GAUSSIAN"
+has strategies && study strategies concat,prefix,film,xattn,add "$ESTIMATORS"
 
 if has tables; then
   python -m bench.tables --experiment toy --out results/toy
