@@ -57,7 +57,16 @@ def test_every_estimator_file_validates(name):
 
 @pytest.mark.parametrize("exp", choices("experiment"))
 def test_experiment_overlays_compose(exp):
-    validate(cfg_of(f"experiment={exp}"))
+    validate(cfg_of(f"experiment={exp}"))      # raises ConfigError on a bad overlay
+    # an overlay that composes but changes nothing (job keys or its sweep grid)
+    # is a broken overlay too
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        full = lambda *o: OmegaConf.to_container(compose(  # noqa: E731
+            "config", overrides=list(o), return_hydra_config=True), resolve=False)
+        with_exp, plain = full(f"experiment={exp}"), full()
+    for d in (with_exp, plain):     # the runtime bookkeeping differs by name only
+        d["hydra"].pop("runtime", None), d["hydra"].pop("overrides", None), d["hydra"].pop("job", None)
+    assert with_exp != plain
 
 
 @pytest.mark.parametrize("overrides, key, valid", [
