@@ -118,3 +118,12 @@ class StepModel:
 
     def __getattr__(self, name: str):
         return getattr(self.model, name)
+
+
+def step_view(model, device: torch.device, precision: str = "fp32", compile: bool = False):
+    """What the training step calls: the model itself for plain fp32 eager runs
+    (no wrapper on the hot path), else a StepModel."""
+    if str(getattr(precision, "value", precision)) == "fp32" and not compile:
+        set_tf32(False)
+        return model
+    return StepModel(model, device, precision, compile)

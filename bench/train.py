@@ -17,7 +17,7 @@ A NaN/inf loss or evaluation metric raises `NonFiniteError` at the next flush.
 
 Device and speed: `device=auto` is CUDA when present; the data set lives on
 the device and minibatches are gathered there. The training step sees the
-model through bench.accel.StepModel: `train.precision` (fp32 | tf32 | bf16:
+model through bench.accel.step_view (the bare model for fp32 eager, else a StepModel): `train.precision` (fp32 | tf32 | bf16:
 the networks only, estimators always fp32) and `train.compile` (torch.compile
 of the model's forward pieces, eager fallback with a warning; perf/compiled
 logs 1 while compiled code runs). Evaluation always uses the plain fp32 model.
@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 import estimators
 import models
-from .accel import StepModel
+from .accel import step_view
 from .evaluate import Evaluator
 from .objective import objective
 from .schedules import kl_schedule, temperature_schedule
@@ -115,7 +115,7 @@ def train(cfg, log: Log, desc: str = "") -> dict[str, float]:
     est_params = [p for p in est.parameters() if p.requires_grad]
     est_opt = torch.optim.Adam(est_params, lr=cfg.train.estimator_lr) if est_params else None
 
-    step_model = StepModel(model, device, cfg.train.precision, cfg.train.compile)
+    step_model = step_view(model, device, cfg.train.precision, cfg.train.compile)
     gen = task.generator(cfg.seed)
     zero = lambda: torch.zeros((), device=device)  # noqa: E731
     acc = {"train/loss": zero(), "train/elbo": zero(), "train/kl": zero()}

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .base import Estimate, Estimator, Fn, check_choice, register
-from .reinforce import score_surrogate
+from .reinforce import leave_one_out_mean, score_surrogate
 
 
 def draw(params: Tensor, S: int) -> Tensor:
@@ -77,6 +77,6 @@ class ReinforceGaussian(Estimator):
         logq = log_normal(params, z)                         # (S, B)
         b = 0.0
         if self.baseline == "loo":
-            b = (f_z.detach().sum(0, keepdim=True) - f_z.detach()) / (S - 1)
+            b = leave_one_out_mean(f_z.detach())
         surr = score_surrogate(f_z, logq, b)
         return Estimate(loss=-surr.mean(), value=f_z.detach().mean(0))

@@ -30,6 +30,11 @@ def score_surrogate(f_z: Tensor, logq: Tensor, baseline: Tensor | float) -> Tens
     return f_z + (f_z - baseline).detach() * (logq - logq.detach())
 
 
+def leave_one_out_mean(f_z: Tensor) -> Tensor:
+    """(S, B) -> (S, B): for each sample, the mean of the other S - 1 values."""
+    return (f_z.sum(0, keepdim=True) - f_z) / (f_z.shape[0] - 1)
+
+
 def features(logits: Tensor, context: Optional[Tensor]) -> Tensor:
     """Detached inputs for an input-dependent baseline: (B, C) or (B, D*K)."""
     x = context if context is not None else logits.flatten(1)
@@ -75,8 +80,7 @@ class Reinforce(Estimator):
             b = self.net(features(logits, context).to(logits.dtype)).squeeze(-1)  # (B,)
             aux = ((f_z.detach() - b) ** 2).mean()
         else:  # loo
-            total = f_z.detach().sum(0, keepdim=True)
-            b = (total - f_z.detach()) / (S - 1)            # (S, B)
+            b = leave_one_out_mean(f_z.detach())            # (S, B)
         surr = score_surrogate(f_z, logq, b)
         return Estimate(loss=-surr.mean(), value=f_z.detach().mean(0), aux_loss=aux,
                         metrics=metrics)

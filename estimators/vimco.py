@@ -19,13 +19,14 @@ import torch
 from torch import Tensor
 
 from .base import Estimate, Estimator, Fn, register
+from .reinforce import leave_one_out_mean
 from .sampling import log_prob, sample_one_hot
 
 
 def leave_one_out_bounds(f_z: Tensor) -> Tensor:
     """L_{-s} for each s: (S, B) -> (S, B)."""
     S = f_z.shape[0]
-    others_mean = (f_z.sum(0, keepdim=True) - f_z) / (S - 1)         # (S, B)
+    others_mean = leave_one_out_mean(f_z)                             # (S, B)
     # replace row s by the mean of the others: a diagonal swap on an (S, S, B) view
     eye = torch.eye(S, dtype=torch.bool, device=f_z.device).unsqueeze(-1)  # (S, S, 1)
     swapped = torch.where(eye, others_mean.unsqueeze(1), f_z.unsqueeze(0))  # (S, S', B)

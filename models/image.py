@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from .base import FAMILIES, LatentModel
 from .data import Batch
 from .layers import CondMLP
-from .registry import check_range
+from .registry import check_latent_options, check_range
 
 
 @dataclass
@@ -42,10 +42,7 @@ class ImageConfig:
         check_range("hidden", self.hidden, 1, integer=True)
         check_range("n_layers", self.n_layers, 1, integer=True)
         check_range("d_cond", self.d_cond, 1, integer=True)
-        check_range("latent_dropout", self.latent_dropout, 0.0, 1.0)
-        for key in ("encoder_conditioned", "learned_prior"):
-            if not isinstance(getattr(self, key), bool):
-                raise ValueError(f"{key}={getattr(self, key)!r} is not valid; it must be true or false")
+        check_latent_options(self)
 
 
 @FAMILIES.register("image")

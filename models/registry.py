@@ -70,6 +70,14 @@ def check_range(key: str, value: Any, lo: float | None = None, hi: float | None 
                          f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}")
 
 
+def check_latent_options(cfg: Any) -> None:
+    """The options every latent-variable model family shares."""
+    check_range("latent_dropout", cfg.latent_dropout, 0.0, 1.0)
+    for key in ("encoder_conditioned", "learned_prior"):
+        if not isinstance(getattr(cfg, key), bool):
+            raise ValueError(f"{key}={getattr(cfg, key)!r} is not valid; it must be true or false")
+
+
 def config_from(cls: type[T], where: str, options: Mapping[str, Any]) -> T:
     """Build a config dataclass from keyword options, refusing unknown keys."""
     fields = [f.name for f in dataclasses.fields(cls)]

@@ -40,7 +40,7 @@ from .base import FAMILIES, LatentModel
 from .conditioning import Add, Concat, Prefix
 from .data import Batch
 from .layers import Block, TokenEncoder
-from .registry import check_range
+from .registry import check_latent_options, check_range
 
 
 @dataclass
@@ -63,10 +63,7 @@ class SequenceConfig:
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not valid; it must be divisible "
                              f"by n_heads={self.n_heads}")
-        check_range("latent_dropout", self.latent_dropout, 0.0, 1.0)
-        for key in ("encoder_conditioned", "learned_prior"):
-            if not isinstance(getattr(self, key), bool):
-                raise ValueError(f"{key}={getattr(self, key)!r} is not valid; it must be true or false")
+        check_latent_options(self)
 
 
 @FAMILIES.register("sequence")

@@ -10,10 +10,10 @@ schema migrations (seconds), so one empty store is made per session and copied.
 """
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
+
+from tests.stores import empty_db
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -24,18 +24,8 @@ def _one_torch_thread():
     torch.set_num_threads(n)
 
 
-@pytest.fixture(scope="session")
-def _empty_mlflow_db(tmp_path_factory):
-    from mlflow.tracking import MlflowClient
-    path = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()  # creates the tables
-    return path
-
-
 @pytest.fixture
-def tracking_uri(tmp_path, monkeypatch, _empty_mlflow_db) -> str:
-    db = tmp_path / "mlflow.db"
-    shutil.copy(_empty_mlflow_db, db)
-    uri = f"sqlite:///{db}"
+def tracking_uri(tmp_path, monkeypatch) -> str:
+    uri = empty_db(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri

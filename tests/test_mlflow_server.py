@@ -22,7 +22,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.mlflow_server import mlflow_server
-from tests.test_tables_store import EXP, empty_db, job, make_sweep
+from tests.stores import empty_db
+from tests.test_tables_store import EXP, job, make_sweep
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,10 +8,6 @@ setting and `mlflow.parentRunId`, metrics with steps.
 """
 from __future__ import annotations
 
-import atexit
-import functools
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,26 +17,10 @@ from mlflow.tracking import MlflowClient
 from bench import tables_store
 from bench.tables import default_experiment
 from bench.tables_store import NoRunsError, fetch_curves, load_study, search_all
+from tests.stores import empty_db
 
 EXP = default_experiment()  # the harness's experiment name, so the CLI default finds it
 T0 = 1_700_000_000_000  # fixed start time (ms) so tables and wall times are reproducible
-
-
-@functools.lru_cache(maxsize=None)
-def _template_db() -> Path:
-    # Creating a sqlite store runs every schema migration (seconds); do it once
-    # per process and copy the file for each test.
-    folder = Path(tempfile.mkdtemp(prefix="mlflow_template_"))
-    atexit.register(shutil.rmtree, folder, True)
-    MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
-    return folder / "mlflow.db"
-
-
-def empty_db(folder: Path) -> str:
-    """A new, migrated, empty sqlite store in folder; returns its URI."""
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(_template_db(), folder / "mlflow.db")
-    return f"sqlite:///{folder / 'mlflow.db'}"
 
 
 def fresh_store(folder: Path, experiment: str = EXP) -> tuple[MlflowClient, str, str]:

@@ -17,12 +17,13 @@ gives parallel processes less than its nominal cores.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.stores import empty_db
 
 pytestmark = pytest.mark.benchmark
 
@@ -33,20 +34,18 @@ WORKERS = min(4, os.cpu_count() or 1)          # submitit_local starts all four;
 TIMES: dict[str, float] = {}
 
 
-def sweep(tmp: Path, launcher: str, template: Path) -> None:
+def sweep(tmp: Path, launcher: str) -> None:
     run_dir = tmp / f"{launcher}-{len(list(tmp.iterdir()))}"
-    run_dir.mkdir()
-    shutil.copy(template, run_dir / "mlflow.db")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{run_dir / 'mlflow.db'}"}
+           "MLFLOW_TRACKING_URI": empty_db(run_dir)}
     out = subprocess.run([sys.executable, "-m", "bench.run", *SWEEP, f"hydra/launcher={launcher}"],
                          cwd=run_dir, env=env, capture_output=True, text=True, timeout=1800)
     assert out.returncode == 0 and "finished 4, failed 0" in out.stdout, out.stderr[-3000:]
 
 
 @pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
-def test_four_job_sweep(benchmark, tmp_path, _empty_mlflow_db, launcher):
-    benchmark.pedantic(sweep, args=(tmp_path, launcher, _empty_mlflow_db), rounds=1, iterations=1)
+def test_four_job_sweep(benchmark, tmp_path, launcher):
+    benchmark.pedantic(sweep, args=(tmp_path, launcher), rounds=1, iterations=1)
     if benchmark.stats is None:      # --benchmark-disable (CI smoke run): the sweep ran, no timing
         return
     TIMES[launcher] = benchmark.stats.stats.mean
