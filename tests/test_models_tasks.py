@@ -10,8 +10,6 @@ from models.tasks import images, strategies
 from models.tasks.idx import read_idx, write_idx
 
 
-
-
 @pytest.fixture(scope="module")
 def digits():
     return tasks.load("digits", seed=0, binarize="dynamic")
@@ -29,6 +27,21 @@ def test_digits_splits_fixed_by_seed_and_disjoint():
     assert not torch.equal(a.split("val").c, c.split("val").c)
     assert a.spec == {"family": "image", "n_pixels": 64, "shape": (8, 8), "n_classes": 10,
                       "binarize": "static"}
+
+
+def test_digits_read_directly_equal_sklearn_loader_without_importing_it():
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+    grey, target = images.read_sklearn_digits()
+    d = load_digits()
+    assert np.array_equal(grey, d.data) and np.array_equal(target, d.target)
+    # the point of reading the file: a job process never pays for sklearn and scipy
+    code = ("import sys; from models import tasks; tasks.load('digits'); "
+            "print(sorted(m for m in ('sklearn', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_digits_sample_by_generator_is_reproducible(digits):

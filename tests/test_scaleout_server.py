@@ -115,8 +115,8 @@ def test_outage_is_retried_and_loses_nothing(tmp_path, monkeypatch):
         assert srv.url == url
         log, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0, log[-3000:]
-        # the job met the outage: bench.tracking's notice or MLflow's async-logging error
-        assert "unavailable" in log or "Failed to log run data" in log, log[-3000:]
+        # the job met the outage and said so (bench.tracking.retrying)
+        assert "unavailable" in log, log[-3000:]
         assert time.time() - t_down > 6
         c = tracking.client(url)
         exp = c.get_experiment_by_name(EXPERIMENT)
