@@ -56,15 +56,18 @@ def _cell(row: pd.Series, metric: str) -> str:
 
 
 def _pivot(df: pd.DataFrame, metric: str, cols: Sequence[str]) -> tuple[list, list]:
-    """(header, rows): estimator rows x the combinations of `cols`, cells mean ± se."""
+    """(header, rows): a row per variant (bench.tables.add_variants: the estimator
+    name, plus the options that differ where one estimator ran with several) x the
+    combinations of `cols`, cells mean ± se."""
+    key = "variant" if "variant" in df else "estimator"
     df = df.assign(**{c: df[c].astype(str) for c in cols})
     combos = sorted({tuple(r) for r in df[list(cols)].itertuples(index=False)},
                     key=lambda t: tuple(natkey(v) for v in t))
     rows = []
-    for est in sorted(df["estimator"].unique()):
-        cells = [est]
+    for name in sorted(df[key].unique()):
+        cells = [name]
         for combo in combos:
-            r = df[(df["estimator"] == est) & (df[list(cols)] == list(combo)).all(axis=1)]
+            r = df[(df[key] == name) & (df[list(cols)] == list(combo)).all(axis=1)]
             cells.append(_cell(r.iloc[0], metric) if len(r) and f"{metric}.mean" in r else "–")
         rows.append(cells)
     return ["estimator"] + [" / ".join(c) for c in combos], rows

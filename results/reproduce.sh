@@ -61,6 +61,19 @@ study() {  # task, conditioning list, estimators
 has digits && study digits concat,add,film "$ESTIMATORS $GAUSSIAN"
 has strategies && study strategies concat,prefix,film,xattn,add "$ESTIMATORS"
 
+# RELAX as in Grathwohl et al.'s VAE experiments: REBAR's f term plus the
+# network (estimator.use_f=true; the default, use_f=false, is the network
+# alone). It reuses relax's tuned train.lr and tau, not retuned; the tables
+# label the two relax(use_f=False) and relax(use_f=True).
+relax_f() {  # task, conditioning list
+  local best
+  best=$(python -m bench.study best results/.work/tune-$1/best.yaml relax)
+  run experiment=reference_$1 estimator=relax estimator.use_f=true $best conditioning=$2 $GRID \
+      $PAR hydra.sweep.dir=results/.work/study-$1-relax-f
+}
+has digits && relax_f digits concat,add,film
+has strategies && relax_f strategies concat,prefix,film,xattn,add
+
 if has tables; then
   python -m bench.tables --experiment toy --out results/toy
   python -m bench.study curve --experiment toy --key grad/log10_var --out results/toy

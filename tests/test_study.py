@@ -107,3 +107,19 @@ def test_best_overrides_and_headline(tmp_path):
     assert "| gumbel | -20.00 ± 0.50 | 480.00 ± 0.50 | 80.00 ± 0.50 | 580.00 ± 0.50 |" in text
     assert "strategy_nmi" not in text                # not measured: no table
     assert "0.72" in study.tuning_table([folder / "best.yaml"])
+
+
+def test_headline_keeps_every_variant_of_an_estimator(tmp_path):
+    """Two variants of one estimator (relax with and without REBAR's f term) are
+    two rows; keying rows by estimator name showed only the first."""
+    rows = [("digits", "relax", f"relax(use_f={u})", c, "constant", 0.0, m + (c == "add"))
+            for u, m in (("False", -22.0), ("True", -21.0)) for c in ("add", "film")]
+    df = pd.DataFrame(rows, columns=["task", "estimator", "variant", "conditioning", "kl",
+                                     "free_bits", "val/elbo.mean"])
+    df["val/elbo.se"], df["val/elbo.n"], df["n"] = 0.5, 3, 3
+    df.to_csv(tmp_path / "elbo.csv", index=False)
+    df.drop(columns="conditioning").rename(columns=lambda c: c.replace("val/elbo", "val/kl")) \
+        .to_csv(tmp_path / "collapse_by_setting.csv", index=False)
+    text = study.headline(tmp_path)
+    assert "| relax(use_f=False) | -21.00 ± 0.50 | -22.00 ± 0.50 |" in text
+    assert "| relax(use_f=True) | -20.00 ± 0.50 | -21.00 ± 0.50 |" in text

@@ -11,9 +11,13 @@ torch._dynamo 1.2 s, which every torch.optim optimiser pulls in, mlflow 1.5 s;
 opening the store); the basic launcher pays it once. With n = 4 jobs of work t
 each on w cores: basic ~ s + n t, submitit_local ~ n (s + t) / w, so the
 target n (s + t) / w <= 1.3 (s + n t) / w holds when t >= (n - 1.3) s /
-(0.3 n) = 2.25 s, whatever w: about 11 s of work per job. The sweep is
-therefore timed at several lengths, BENCH_SCALEOUT_STEPS (comma-separated,
-default "2000,12000"; the default run is 2000 steps, ~5 s of work).
+(0.3 n) = 2.25 s, whatever w: about 11 s of work per job. The model leaves
+out the launching process's own start (~2.5 s before any job starts) and
+assumes processes on different cores do not slow each other; on the 2-core
+VM this was written on they do (~15% more CPU time each, varying), and
+12,000-step jobs measured 0.65-0.87 (README, "SLURM"). The sweep is timed at
+several lengths, BENCH_SCALEOUT_STEPS (comma-separated, default
+"2000,12000"; the default run is 2000 steps, ~5 s of work).
 Under --benchmark-disable (the CI smoke run) each sweep runs 100 steps: it
 checks that the launchers work, and times nothing.
 
