@@ -10,7 +10,11 @@ computed with `module`'s parameters; `params` selects them by name or name
 prefix (all of them by default). N independent estimates g_1..g_N give
 
 - variance  sum over parameters of Var(g_i)  (the trace of the covariance),
-- snr       mean over parameters of |E g_i| / sqrt(Var g_i),
+- snr       mean over parameters of |E g_i| / sqrt(Var g_i), over the coordinates
+            whose estimates vary: one that does not (a deterministic part such
+            as an analytic KL's, or float32 noise, sd < 1e-6 |mean|) has an
+            infinite or meaningless SNR that would swamp the mean; none left:
+            no snr reported,
 - bias      |E g - g_exact|_2 and cosine(E g, g_exact), when `exact_fn` is given,
 - seconds per estimate, so estimators can be compared at equal compute.
 
@@ -44,7 +48,7 @@ class GradStats:
     n: int
     mean: Tensor                   # (P,) flattened mean gradient of the *target* (= -d loss)
     variance: float                # trace of the covariance
-    snr: float
+    snr: Optional[float]           # None: no coordinate varies
     seconds_per_estimate: float
     batched: bool
     bias: Optional[float] = None
@@ -55,8 +59,9 @@ class GradStats:
         return float(torch.log10(torch.tensor(max(self.variance, 1e-300), dtype=torch.float64)))
 
     def metrics(self, prefix: str = "grad/") -> dict[str, float]:
-        out = {"log10_var": self.log10_var, "snr": self.snr,
-               "seconds_per_estimate": self.seconds_per_estimate}
+        out = {"log10_var": self.log10_var, "seconds_per_estimate": self.seconds_per_estimate}
+        if self.snr is not None:
+            out["snr"] = self.snr
         if self.bias is not None:
             out.update(bias=self.bias, cosine=self.cosine)
         return {prefix + k: float(v) for k, v in out.items()}
@@ -116,8 +121,10 @@ def _vmapped(module: nn.Module, loss_fn: LossFn, chosen: dict[str, Tensor], n: i
 def _summarise(g: Tensor, seconds: float, batched: bool, exact: Optional[Tensor]) -> GradStats:
     g = g.detach().double()
     mean, var = g.mean(0), g.var(0)                                       # (P,), (P,)
-    snr = (mean.abs() / var.sqrt().clamp_min(1e-30)).mean()
-    stats = GradStats(n=g.shape[0], mean=mean, variance=float(var.sum()), snr=float(snr),
+    sd = var.sqrt()
+    varies = sd > 1e-6 * mean.abs()                                       # (P,)
+    snr = float((mean[varies].abs() / sd[varies]).mean()) if bool(varies.any()) else None
+    stats = GradStats(n=g.shape[0], mean=mean, variance=float(var.sum()), snr=snr,
                       seconds_per_estimate=seconds, batched=batched)
     if exact is not None:
         exact = exact.double()

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import estimators
-from estimators.stats import gradient_stats
+from estimators.stats import _summarise, gradient_stats
 
 
 class Tiny(nn.Module):
@@ -79,3 +79,16 @@ def test_selecting_no_parameter_names_the_valid_ones(setup):
     model, x = setup
     with pytest.raises(ValueError, match=r"select no parameter.*encoder.weight"):
         gradient_stats(model, lambda: model.loss(estimators.build("exact"), x), params=["enc."])
+
+
+def test_snr_leaves_out_coordinates_that_do_not_vary():
+    g = torch.tensor([[1.0, 5.0, 0.0], [3.0, 5.0, 0.0], [2.0, 5.0, 0.0]], dtype=torch.float64)
+    # coordinate 0: mean 2, sd 1 -> SNR 2; coordinate 1 is deterministic (sd 0: an
+    # infinite SNR, which used to become 5 / 1e-30); coordinate 2 is always 0
+    stats = _summarise(g, 0.0, True, None)
+    assert stats.snr == pytest.approx(2.0)
+    assert stats.metrics()["grad/snr"] == pytest.approx(2.0)
+    # nothing varies: no SNR at all rather than a huge number
+    still = _summarise(g[:, 1:], 0.0, True, None)
+    assert still.snr is None and "grad/snr" not in still.metrics()
+    assert still.metrics()["grad/log10_var"] < -250
