@@ -236,23 +236,17 @@ class MetricSink:
     logging thread polls its queue with a 1 s timeout, so ending every run
     cost up to a second of waiting, per job, in every sweep."""
 
-    def __init__(self, c, run_id: str, asynchronous: bool = True):
+    def __init__(self, c, run_id: str):
         self.c, self.run_id = c, run_id
         self.error: BaseException | None = None
         self.queue: "queue.SimpleQueue" = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._write, name="bench-metrics", daemon=True) \
-            if asynchronous else None
-        if self.thread is not None:
-            self.thread.start()
+        self.thread = threading.Thread(target=self._write, name="bench-metrics", daemon=True)
+        self.thread.start()
 
     def __call__(self, step: int, metrics: dict[str, float]) -> None:
         if self.error is not None:
             raise self.error
-        item = (step, {k: float(v) for k, v in metrics.items()}, int(time.time() * 1000))
-        if self.thread is None:
-            log_metrics(self.c, self.run_id, *item)
-        else:
-            self.queue.put(item)
+        self.queue.put((step, {k: float(v) for k, v in metrics.items()}, int(time.time() * 1000)))
 
     def _write(self) -> None:
         while (item := self.queue.get()) is not None:
@@ -263,7 +257,7 @@ class MetricSink:
                     self.error = e
 
     def close(self) -> None:
-        if self.thread is not None and self.thread.is_alive():
+        if self.thread.is_alive():
             self.queue.put(None)
             self.thread.join()
         if self.error is not None:

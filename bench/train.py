@@ -17,10 +17,11 @@ A NaN/inf loss or evaluation metric raises `NonFiniteError` at the next flush.
 
 Device and speed: `device=auto` is CUDA when present; the data set lives on
 the device and minibatches are gathered there. The training step sees the
-model through bench.accel.step_view (the bare model for fp32 eager, else a StepModel): `train.precision` (fp32 | tf32 | bf16:
-the networks only, estimators always fp32) and `train.compile` (torch.compile
-of the model's forward pieces, eager fallback with a warning; perf/compiled
-logs 1 while compiled code runs). Evaluation always uses the plain fp32 model.
+model through bench.accel.step_view: the bare model for fp32 eager, else a
+StepModel applying `train.precision` (fp32 | tf32 | bf16: the networks only,
+estimators always fp32) and `train.compile` (torch.compile of the model's
+forward pieces, eager fallback with a warning; perf/compiled logs 1 while
+compiled code runs). Evaluation always uses the plain fp32 model.
 
 Per step: a minibatch drawn by index on the device, beta(t) from `kl`, the
 temperature schedule assigned to `est.tau` (relaxations with a plain float

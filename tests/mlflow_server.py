@@ -15,7 +15,6 @@ server took to answer.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+from tests.processes import stop_group
 
 
 @dataclass
@@ -51,19 +52,6 @@ def _answers(url: str) -> bool:
             return resp.status == 200
     except (urllib.error.URLError, ConnectionError, OSError):
         return False
-
-
-def _stop(proc: subprocess.Popen, grace_s: float) -> None:
-    if proc.poll() is not None:
-        return
-    # start_new_session=True made proc.pid the id of a group holding only the
-    # server and its workers.
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(grace_s)
 
 
 @contextmanager
@@ -95,4 +83,4 @@ def mlflow_server(backend_uri: str, artifacts: Path, *, timeout_s: float = 120.0
             time.sleep(0.25)
         yield Server(url, port, proc.pid, time.monotonic() - t0, log)
     finally:
-        _stop(proc, grace_s)
+        stop_group(proc, grace_s)

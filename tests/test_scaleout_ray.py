@@ -11,9 +11,7 @@ environment of its own (README, "Cluster"), which .ci/run builds and runs
 """
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,11 +26,11 @@ pytest.importorskip("hydra_plugins.hydra_ray_launcher")
 
 from bench import tracking  # noqa: E402
 from tests.mlflow_server import free_port  # noqa: E402
+from tests.processes import job_env, stop_group  # noqa: E402
 from tests.stores import empty_db  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
-ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENT = "discrete-latent-bench"
 STEPS, LOG_EVERY = 20, 10
 SHORT = ["experiment=smoke", f"train.steps={STEPS}", f"train.log_every={LOG_EVERY}",
@@ -50,10 +48,8 @@ def ray_tmp() -> Iterator[str]:
 
 
 def env_for(uri: str, ray_tmp: str, **extra: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
-           "MLFLOW_TRACKING_URI": uri, "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": ray_tmp}
-    for k in [k for k in env if k.startswith("BENCH_") or k == "RAY_ADDRESS"]:
-        env.pop(k)
+    env = job_env(uri, RAY_AUTH_MODE="disabled", RAY_TMPDIR=ray_tmp)
+    env.pop("RAY_ADDRESS", None)
     return {**env, **extra}
 
 
@@ -75,25 +71,7 @@ def ray_head(port: int, log: Path, ray_tmp: str, grace_s: float = 10.0) -> Itera
             time.sleep(0.5)
         yield f"127.0.0.1:{port}"
     finally:
-        for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            t0 = time.time()
-            while time.time() - t0 < wait and _group_alive(proc.pid):
-                time.sleep(0.5)
-            if not _group_alive(proc.pid):
-                break
-        proc.wait(timeout=10)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
+        stop_group(proc, grace_s)
 
 
 def check_sweep(uri: str, n_jobs: int) -> None:

@@ -5,7 +5,6 @@ that fails naming the URI. Every server is stopped by its pid (the context
 manager). Run: python -m pytest -q tests/test_scaleout_server.py"""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -15,8 +14,8 @@ import pytest
 
 from bench import tracking
 from tests import mlflow_server as M
+from tests.processes import job_env
 
-ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENT = "discrete-latent-bench"
 STEPS, EVAL_EVERY, LOG_EVERY = 12, 4, 2
 SHORT = ["experiment=smoke", f"train.steps={STEPS}", f"train.eval_every={EVAL_EVERY}",
@@ -25,15 +24,8 @@ SHORT = ["experiment=smoke", f"train.steps={STEPS}", f"train.eval_every={EVAL_EV
 pytestmark = pytest.mark.slow
 
 
-def env_for(uri: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": uri}
-    for k in [k for k in env if k.startswith("BENCH_")]:
-        env.pop(k)
-    return env
-
-
 def bench(cwd: Path, uri: str, *args: str, timeout: int = 400) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench.run", *args], cwd=cwd, env=env_for(uri),
+    return subprocess.run([sys.executable, "-m", "bench.run", *args], cwd=cwd, env=job_env(uri),
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -96,7 +88,7 @@ def test_outage_is_retried_and_loses_nothing(tmp_path, monkeypatch):
             [sys.executable, "-m", "bench.run", "estimator=gumbel", f"train.steps={steps}",
              f"train.log_every={log_every}", f"train.eval_every={eval_every}", "train.batch_size=16",
              "eval.grad_samples=4", "eval.iwae_samples=4", "mlflow.patience_s=120"],
-            cwd=tmp_path, env=env_for(url), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            cwd=tmp_path, env=job_env(url), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         c = tracking.client(url)
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:     # until training has logged

@@ -77,10 +77,3 @@ def test_non_transient_errors_are_not_retried(tracking_uri):
         T.retrying(broken)
     assert len(calls) == 1
 
-
-def test_synchronous_sink_writes_before_returning(tracking_uri):
-    c, run_id = _run(tracking_uri)
-    sink = T.MetricSink(c, run_id, asynchronous=False)
-    sink(7, {"b": 3.0})
-    assert [(m.step, m.value) for m in c.get_metric_history(run_id, "b")] == [(7, 3.0)]
-    sink.close()

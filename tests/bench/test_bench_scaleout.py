@@ -33,11 +33,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import job_env
 from tests.stores import empty_db
 
 pytestmark = pytest.mark.benchmark
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 STEPS = [int(v) for v in os.environ.get("BENCH_SCALEOUT_STEPS", "2000,12000").split(",")]
 WORKERS = min(4, os.cpu_count() or 1)          # submitit_local starts all four; the cores bound it
 TIMES: dict[tuple[int, str], float] = {}
@@ -45,8 +45,7 @@ TIMES: dict[tuple[int, str], float] = {}
 
 def sweep(tmp: Path, launcher: str, steps: int) -> None:
     run_dir = tmp / f"{launcher}-{len(list(tmp.iterdir()))}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
-           "MLFLOW_TRACKING_URI": empty_db(run_dir)}
+    env = job_env(empty_db(run_dir))
     cmd = [sys.executable, "-m", "bench.run", "-m", "estimator=gumbel", "seed=0,1,2,3",
            f"train.steps={steps}", "rerun=true", f"hydra/launcher={launcher}"]
     out = subprocess.run(cmd, cwd=run_dir, env=env, capture_output=True, text=True, timeout=1800)
