@@ -22,6 +22,11 @@ was not inherited (SLURM with `--export=NONE`, a Ray worker on another node)
 still logs to the same store, experiment and parent. The MLflow client is not
 pickled; the ids are.
 
+A sweep through `hydra/launcher=submitit_local` with Hydra's basic sweeper
+starts all its jobs at once unless `hydra.sweeper.max_batch_size` is set;
+with more jobs than cores they time-share the cores, and each then needs ~40%
+more CPU time (README, "SLURM"), so the callback prints how to batch them.
+
 At the end of a multirun it prints the summary table (finished, failed,
 skipped), sets `sweep.finished`, `sweep.failed`, `sweep.skipped` (and
 `sweep.killed` for children still RUNNING) on the parent and ends it. If the
@@ -51,6 +56,25 @@ def _export(uri: str, cfg: DictConfig) -> tuple[Any, str]:
     os.environ["BENCH_EXPERIMENT_NAME"] = cfg.mlflow.experiment
     T.git_commit()                        # cached in BENCH_GIT_COMMIT for the jobs
     return T.client(uri), exp_id
+
+
+SUBMITIT_LOCAL = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def oversubscription_hint(config: DictConfig, cores: int | None) -> str | None:
+    """The advice to batch a submitit_local sweep by cores, or None when the
+    launcher, the sweeper or the batch size already keeps to the cores."""
+    launcher = OmegaConf.select(config, "hydra.launcher._target_", default=None)
+    sweeper = OmegaConf.select(config, "hydra.sweeper._target_", default=None)
+    batch = OmegaConf.select(config, "hydra.sweeper.max_batch_size", default=None)
+    if launcher != SUBMITIT_LOCAL or sweeper != BASIC_SWEEPER or not cores or \
+            (batch is not None and batch <= cores):
+        return None
+    return (f"[bench] hydra/launcher=submitit_local starts {batch or 'all'} jobs at once "
+            f"(hydra.sweeper.max_batch_size={batch if batch is not None else 'null'}) on {cores} "
+            f"cores; if the sweep has more jobs than cores, add "
+            f"hydra.sweeper.max_batch_size={cores}: jobs sharing a core each need ~40% more CPU time")
 
 
 class TrackingCallback(Callback):
@@ -88,6 +112,10 @@ class TrackingCallback(Callback):
 
     # -- multirun ----------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        hint = oversubscription_hint(config, cores)
+        if hint:
+            print(hint, file=sys.stderr, flush=True)
         self.client, self.exp_id = _export(T.resolve_tracking_uri(), config)
         sid = T.sweep_id()
         overrides = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))

@@ -23,6 +23,8 @@ Returns the final val/elbo (NaN when failed): a Hydra sweeper's objective.
 """
 from __future__ import annotations
 
+import atexit
+import gc
 import math
 import os
 import sys
@@ -46,7 +48,26 @@ def _hydra_job() -> tuple[bool, str]:
     return hc.mode == RunMode.MULTIRUN, str(hc.job.get("num", 0))
 
 
+_EXIT_HOOKED = False
+
+
+def _quick_exit() -> None:
+    """Freeze the heap at interpreter exit. Python's shutdown runs full
+    garbage collections over every object torch, torch._dynamo and mlflow
+    made: ~1.1-2 s of a job process measured, paid once per process (each
+    submitit/SLURM job, each joblib worker). Frozen objects are skipped by
+    those collections and freed with the process. Nothing here waits on the
+    collector: runs are ended, metric sinks closed and threads joined before
+    atexit hooks run. Registered by the first job of a process, so it runs
+    after hooks registered later (LIFO)."""
+    global _EXIT_HOOKED
+    if not _EXIT_HOOKED:
+        _EXIT_HOOKED = True
+        atexit.register(gc.freeze)
+
+
 def run_job(cfg: DictConfig) -> float:
+    _quick_exit()
     multirun, job_num = _hydra_job()
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     resolved.pop("hydra", None)

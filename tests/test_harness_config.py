@@ -163,3 +163,19 @@ def test_config_hash_ignores_logging_keys_but_not_seed():
     assert h != tracking.config_hash(OmegaConf.to_container(cfg_of("seed=1"), resolve=True, enum_to_str=True))
     assert h != tracking.config_hash(OmegaConf.to_container(cfg_of("train.lr=0.01"), resolve=True,
                                                             enum_to_str=True))
+
+
+@pytest.mark.parametrize("overrides, cores, advice", [
+    (["hydra/launcher=submitit_local"], 2, "max_batch_size=2"),      # all jobs at once
+    (["hydra/launcher=submitit_local", "hydra.sweeper.max_batch_size=8"], 4, "max_batch_size=4"),
+    (["hydra/launcher=submitit_local", "hydra.sweeper.max_batch_size=2"], 2, None),
+    (["hydra/launcher=slurm"], 2, None),                   # SLURM allocates cores per job
+    (["hydra/launcher=basic"], 2, None),
+    (["hydra/launcher=submitit_local", "hparams_search=lr"], 2, None),  # Optuna batches by n_jobs
+])
+def test_submitit_local_oversubscription_hint(overrides, cores, advice):
+    from bench.callbacks import oversubscription_hint
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    hint = oversubscription_hint(cfg, cores)
+    assert hint is None if advice is None else advice in hint

@@ -155,3 +155,16 @@ def test_ctrl_c_marks_the_run_killed(tmp_path, tracking_uri):
     run = c.search_runs([exp.experiment_id])[0]
     assert run.info.status == "KILLED"
     assert run.data.tags["failure_reason"] == "KeyboardInterrupt"
+
+
+def test_job_process_freezes_the_heap_at_exit():
+    """bench.job registers gc.freeze once per process, to run after the hooks
+    registered later (the process's clean-up) and skip the shutdown collections."""
+    code = ("import atexit, gc, bench.job as job\n"
+            "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0, flush=True))\n"
+            "n = atexit._ncallbacks(); job._quick_exit(); job._quick_exit()\n"
+            "print('hooks added', atexit._ncallbacks() - n, flush=True)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["hooks added 1", "frozen True"], out.stdout
