@@ -9,8 +9,9 @@ For every (task, estimator, batch, setting) it builds the run exactly as
 bench.train does (bench.train.build, bench.accel.StepModel, bench.objective),
 warms up (compilation included), then times `--steps` training steps between
 two device synchronisations: steps/s. One profiled pass of `--profile-steps`
-steps (torch.profiler) gives `kernel_share` = device-kernel time / wall time of
-those steps; near 1 means the step is limited by kernels, not by Python and
+steps (torch.profiler) gives the device-kernel time per step, and
+`kernel_share` = that / the unprofiled time per step (the profiler slows the
+host side, not the kernels); near 1 means the step is limited by kernels, not by Python and
 launch overhead (the issue's target for strategies at batch 1024). On CPU
 there are no device kernels and the share is left empty. Estimators whose
 latent does not fit a task, and bf16 where bench.validate refuses it, are skipped.
@@ -60,22 +61,21 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def kernel_share(step, device, n: int) -> float | None:
+def kernel_seconds(step, device, n: int) -> float | None:
+    """Device-busy seconds per step over n profiled steps; None off CUDA."""
     if device.type != "cuda":
         return None
     acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
     sync(device)
     with torch.profiler.profile(activities=acts) as prof:
-        t0 = time.perf_counter()
         for _ in range(n):
             step()
         sync(device)
-        wall = time.perf_counter() - t0
     # the device-side events are the kernels (and memcpys/memsets) themselves;
     # one stream, so their durations do not overlap
     from torch.autograd import DeviceType
     busy_us = sum(e.time_range.elapsed_us() for e in prof.events() if e.device_type == DeviceType.CUDA)
-    return busy_us / 1e6 / wall
+    return busy_us / 1e6 / n
 
 
 def measure(cfg, device, setting: str, steps: int, warmup: int, profile_steps: int) -> dict:
@@ -93,8 +93,9 @@ def measure(cfg, device, setting: str, steps: int, warmup: int, profile_steps: i
         step()
     sync(device)
     dt = time.perf_counter() - t0
+    busy = kernel_seconds(step, device, profile_steps)
     return {"steps_per_s": steps / dt, "ms_per_step": 1e3 * dt / steps,
-            "kernel_share": kernel_share(step, device, profile_steps),
+            "kernel_share": None if busy is None else busy / (dt / steps),
             "compiled": sm.compiled if compile_ else None}
 
 
