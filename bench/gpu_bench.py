@@ -1,20 +1,20 @@
 """Training-step throughput per estimator, task, batch size and precision /
 compile setting, with the share of step time spent in device kernels.
 
-    python -m bench.gpu_bench                                  # CUDA: the issue-6 table
+    python -m bench.gpu_bench                                  # CUDA: the full table
     python -m bench.gpu_bench --device cpu --steps 5 --batch 16 --estimators gumbel
     python -m bench.gpu_bench --out results/gpu_bench.csv      # also write the table
 
 For every (task, estimator, batch, setting) it builds the run exactly as
-bench.train does (bench.train.build, bench.accel.StepModel, bench.objective),
+a job does (bench.job.build, bench.job.accel.StepModel, bench.job.objective),
 warms up (compilation included), then times `--steps` training steps between
 two device synchronisations: steps/s. One profiled pass of `--profile-steps`
 steps (torch.profiler) gives the device-kernel time per step, and
 `kernel_share` = that / the unprofiled time per step (the profiler slows the
 host side, not the kernels); near 1 means the step is limited by kernels, not by Python and
-launch overhead (the issue's target for strategies at batch 1024). On CPU
-there are no device kernels and the share is left empty. Estimators whose
-latent does not fit a task, and bf16 where bench.validate refuses it, are skipped.
+launch overhead. On CPU there are no device kernels and the share is left
+empty. Estimators default to every registered categorical one; bf16 is skipped
+for estimators whose class is not `bf16_safe`.
 """
 from __future__ import annotations
 
@@ -24,15 +24,13 @@ import warnings
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
-from . import schema
-from .accel import StepModel
-from .objective import objective
-from .train import build
-from .validate import BF16_UNSAFE
+import estimators
+from .config import compose, plain
+from .job.accel import StepModel
+from .job.build import build
+from .job.objective import objective
 
-CONF = str(Path(__file__).resolve().parent.parent / "conf")
 SETTINGS = {"fp32": ("fp32", False), "tf32": ("tf32", False), "bf16": ("bf16", False),
             "fp32+compile": ("fp32", True), "bf16+compile": ("bf16", True)}
 
@@ -103,8 +101,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--tasks", nargs="+", default=["digits", "strategies"])
-    ap.add_argument("--estimators", nargs="+",
-                    default=["exact", "reinforce", "gumbel", "rebar", "relax", "vimco"])
+    ap.add_argument("--estimators", nargs="+", default=[
+        n for n in estimators.names() if estimators.get(n).latent == "categorical"])
     ap.add_argument("--batch", nargs="+", type=int, default=[128, 1024])
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--steps", type=int, default=200)
@@ -114,25 +112,23 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     device = torch.device(a.device)
     warmup = min(20, a.steps) if a.warmup is None else a.warmup
-    schema.register()
     rows = []
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        for task in a.tasks:
-            for est in a.estimators:
-                for batch in a.batch:
-                    cfg = compose("config", overrides=[f"task={task}", f"estimator={est}",
-                                                       f"train.batch_size={batch}", f"device={a.device}"])
-                    for setting in a.settings:
-                        if setting.startswith("bf16") and est in BF16_UNSAFE:
-                            continue
-                        with warnings.catch_warnings():
-                            warnings.simplefilter("ignore", DeprecationWarning)
-                            try:
-                                r = measure(cfg, device, setting, a.steps, warmup, a.profile_steps)
-                            except Exception as e:  # noqa: BLE001 -- one cell fails, the table goes on
-                                r = {"error": f"{type(e).__name__}: {str(e)[:80]}"}
-                        rows.append({"task": task, "estimator": est, "batch": batch, "setting": setting, **r})
-                        print(_fmt(rows[-1]), flush=True)
+    for task in a.tasks:
+        for est in a.estimators:
+            for batch in a.batch:
+                cfg = plain(compose([f"task={task}", f"estimator={est}",
+                                     f"train.batch_size={batch}", f"device={a.device}"]))
+                for setting in a.settings:
+                    if setting.startswith("bf16") and not estimators.get(est).bf16_safe:
+                        continue
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", DeprecationWarning)
+                        try:
+                            r = measure(cfg, device, setting, a.steps, warmup, a.profile_steps)
+                        except Exception as e:  # noqa: BLE001 -- one cell fails, the table goes on
+                            r = {"error": f"{type(e).__name__}: {str(e)[:80]}"}
+                    rows.append({"task": task, "estimator": est, "batch": batch, "setting": setting, **r})
+                    print(_fmt(rows[-1]), flush=True)
     if a.out is not None:
         import pandas as pd
         a.out.parent.mkdir(parents=True, exist_ok=True)

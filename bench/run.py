@@ -6,10 +6,11 @@
     python -m bench.run -m hydra/launcher=joblib seed=0,1,2    # jobs in parallel processes
     python -m bench.run -m experiment=estimators               # a standard ablation overlay
 
-Every run is logged to MLflow (bench.tracking.resolve_tracking_uri: the
+Every run is logged to MLflow (bench.tracking.store.resolve_tracking_uri: the
 MLFLOW_TRACKING_URI variable, else ./mlflow.db where the command started);
 browse with `mlflow ui --backend-store-uri sqlite:///mlflow.db`.
-The job itself is bench.job.run_job; the sweep-level state bench.callbacks.
+The job itself is bench.job.runner.run_job; the sweep-level state
+bench.tracking.callbacks.
 """
 from __future__ import annotations
 
@@ -18,14 +19,14 @@ import os
 import hydra
 from omegaconf import DictConfig
 
-from . import schema
-from .job import run_job
-from .tracking import resolve_tracking_uri
+from .config import conf_dir, schema
+from .job.runner import run_job
+from .tracking.store import resolve_tracking_uri
 
 schema.register()
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     return run_job(cfg)
 

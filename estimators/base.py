@@ -16,8 +16,8 @@ Gaussian estimators (`latent = "gaussian"`): the first argument is `params`
 (B, D, 2) holding the mean in [..., 0] and the log standard deviation in
 [..., 1]; `f` receives z of shape (S, B, D).
 
-Target: mean_b E_{z~q_b}[f(z)_b], except `vimco`, whose target is the
-S-sample bound mean_b E[log (1/S) sum_s exp f(z_s)_b].
+Target (`Estimator.target`): "expectation", mean_b E_{z~q_b}[f(z)_b], or
+"bound", the S-sample bound mean_b E[log (1/S) sum_s exp f(z_s)_b] (`vimco`).
 
 `f` may depend on parameters, `logits` included; those pathwise gradients are
 part of the estimate. `context` (B, C) feeds input-dependent baselines; without
@@ -27,6 +27,18 @@ Estimator parameters (baselines, temperatures, control variates) are trained
 by `aux_loss` only: the gradient of `loss` never reaches them and the gradient
 of `aux_loss` never reaches anything else, so one optimiser over a model that
 holds the estimator as a submodule is safe, as are two separate optimisers.
+
+What the harness needs to know about an estimator is declared on its class
+(`Estimator` below documents each trait): target, unbiased, min_samples,
+latent, temperature, bf16_safe, free_bits, deterministic, and the method
+`f_evaluations(D, K)`, its cost per estimate in evaluations of f. The harness
+reads these and never an estimator's name.
+
+Registration: `@register` on the class. Every module of this package is
+imported when the registry is first read (`estimators.registry`), so a new
+estimator is one file here (plus `conf/estimator/<name>.yaml` for
+`bench.run`); an installed package adds its own through the entry-point
+group `discrete_latent_bench.estimators` (a module or an Estimator subclass).
 
 Axis legend: S samples, B batch, D latent variables, K categories, C context.
 """
@@ -39,9 +51,12 @@ from typing import Callable, ClassVar, Optional
 import torch
 from torch import Tensor, nn
 
+from .registry import Registry
+
 Fn = Callable[[Tensor], Tensor]
 
-_REGISTRY: dict[str, type["Estimator"]] = {}
+ESTIMATORS: Registry[type["Estimator"]] = Registry(
+    "estimator", package=__name__.rsplit(".", 1)[0], entry_points="discrete_latent_bench.estimators")
 
 
 @dataclass
@@ -55,20 +70,23 @@ class Estimate:
 
 
 def register(cls: type["Estimator"]) -> type["Estimator"]:
-    if cls.name in _REGISTRY:
-        raise ValueError(f"estimator name {cls.name!r} registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
+    """Class decorator: registers the estimator under `cls.name`."""
+    return ESTIMATORS.register(cls.name)(cls)
 
 
 def names() -> list[str]:
     """Registered estimator names, sorted."""
-    return sorted(_REGISTRY)
+    return ESTIMATORS.names()
+
+
+def get(name: str) -> type["Estimator"]:
+    """The class registered as `name` (its traits, without building it)."""
+    return ESTIMATORS.get(name)
 
 
 def options(name: str) -> dict[str, object]:
     """The options `build(name, ...)` accepts, with their defaults."""
-    cls = _lookup(name)
+    cls = get(name)
     sig = inspect.signature(cls.__init__)
     return {p.name: p.default for p in list(sig.parameters.values())[1:]
             if p.kind is p.KEYWORD_ONLY}
@@ -81,13 +99,7 @@ def build(name: str, **opts) -> "Estimator":
     if unknown:
         raise ValueError(f"estimator {name!r}: unknown option(s) {unknown}; "
                          f"valid options are {sorted(valid)}")
-    return _REGISTRY[name](**opts)
-
-
-def _lookup(name: str) -> type["Estimator"]:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown estimator {name!r}; valid names are {names()}")
-    return _REGISTRY[name]
+    return get(name)(**opts)
 
 
 def check_choice(key: str, value, choices) -> None:
@@ -105,15 +117,24 @@ def check_positive(key: str, value, minimum=0, strict=True) -> None:
 class Estimator(nn.Module):
     """Base class: validates inputs, then calls `estimate`.
 
-    Subclasses set `name`, `unbiased`, `min_samples` (and `latent` when not
-    categorical), take their options as keyword-only `__init__` arguments and
-    validate them there.
+    Subclasses take their options as keyword-only `__init__` arguments,
+    validate them there, and declare their traits as class attributes:
     """
 
-    name: ClassVar[str] = ""
-    unbiased: ClassVar[bool] = True
-    min_samples: ClassVar[int] = 1
-    latent: ClassVar[str] = "categorical"
+    name: ClassVar[str] = ""                 # = file stem = conf stem = MLflow tag
+    target: ClassVar[str] = "expectation"    # "expectation" of f, or the multi-sample "bound"
+    unbiased: ClassVar[bool] = True          # E[estimate] = gradient of the target
+    min_samples: ClassVar[int] = 1           # smallest n_samples accepted
+    latent: ClassVar[str] = "categorical"    # "categorical" | "gaussian": what `logits` holds
+    # a plain float attribute `tau` that a schedule may anneal and a search may tune
+    temperature: ClassVar[bool] = False
+    # networks may run in bfloat16: False where f is differenced at nearby
+    # points (control variates, leave-one-out bounds), so rounding does not cancel
+    bf16_safe: ClassVar[bool] = True
+    # the harness may clamp a separate KL term (False for bounds that hold the KL inside f)
+    free_bits: ClassVar[bool] = True
+    # the same estimate every call (zero variance by construction)
+    deterministic: ClassVar[bool] = False
 
     def __init__(self, *, n_samples: int = 1):
         super().__init__()
@@ -132,6 +153,15 @@ class Estimator(nn.Module):
 
     def estimate(self, logits: Tensor, f: Fn, context: Optional[Tensor]) -> Estimate:
         raise NotImplementedError
+
+    def f_evaluations(self, D: int, K: int) -> int:
+        """Evaluations of f per example per estimate, for D variables of K
+        categories (equal-compute comparisons). Default: one per sample."""
+        return self.n_samples
+
+    def check_latent(self, D: int, K: int) -> None:
+        """Refuse latent sizes this estimator cannot handle (ValueError naming
+        latent.D / latent.K and what would work); called before training."""
 
     # -- input checks ---------------------------------------------------
     def _check_params(self, logits: Tensor) -> None:
@@ -196,7 +226,3 @@ def _checked(f: Fn, batch: int, name: str) -> Fn:
         return out
     return wrapped
 
-
-def surrogate(value: Tensor, grad_carrier: Tensor) -> Tensor:
-    """A tensor with the value of `value` and the gradient of `grad_carrier`."""
-    return value.detach() + grad_carrier - grad_carrier.detach()

@@ -35,6 +35,7 @@ class Exact(Estimator):
     name = "exact"
     unbiased = True
     min_samples = 1
+    deterministic = True
 
     def __init__(self, *, max_configs: int = 4096):
         super().__init__()
@@ -42,13 +43,21 @@ class Exact(Estimator):
             raise ValueError(f"exact: max_configs={max_configs!r} is not valid; it must be an integer >= 1")
         self.max_configs = max_configs
 
+    def f_evaluations(self, D: int, K: int) -> int:
+        return K ** D
+
+    def check_latent(self, D: int, K: int) -> None:
+        n = K ** D
+        if n > self.max_configs:
+            count = f"{n}" if n < 10**6 else f"{n:.3g}"
+            raise ValueError(f"exact: K^D = {K}^{D} = {count} configurations exceed "
+                             f"max_configs={self.max_configs}; raise estimator.max_configs, "
+                             f"lower latent.K or latent.D, or choose a sampling estimator")
+
     def estimate(self, logits: Tensor, f: Fn, context: Optional[Tensor]) -> Estimate:
         B, D, K = logits.shape
         n = K ** D
-        if n > self.max_configs:
-            raise ValueError(f"exact: K^D = {K}^{D} = {n} configurations exceed "
-                             f"max_configs={self.max_configs}; raise max_configs or "
-                             f"choose a sampling estimator")
+        self.check_latent(D, K)
         z = all_configs(D, K, logits).unsqueeze(1).expand(n, B, D, K)   # (N, B, D, K)
         weights = log_prob(logits, z).exp()                             # (N, B)
         per_example = (weights * f(z)).sum(0)                           # (B,)

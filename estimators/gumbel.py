@@ -27,6 +27,7 @@ class Gumbel(Estimator):
     name = "gumbel"
     unbiased = False
     min_samples = 1
+    temperature = True
 
     def __init__(self, *, tau: float = 1.0, hard: bool = False, n_samples: int = 1):
         check_positive("tau", tau)

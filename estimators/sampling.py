@@ -64,3 +64,16 @@ def relaxed(z: Tensor, tau: Tensor | float) -> Tensor:
     """Concrete relaxation softmax(z / tau), computed in log space so small
     temperatures saturate to one-hot instead of producing NaN."""
     return (z / tau).log_softmax(-1).exp()
+
+
+def relaxed_muprop(z: Tensor, logits: Tensor, tau: Tensor | float) -> Tensor:
+    """The MuProp-shifted relaxation softmax(z / tau + tau / (tau + 1) * log p)
+    of the official REBAR code (Tucker et al. 2017, `muprop_relaxation`):
+    z (S, B, D, K) = log p + Gumbel noise, logits (B, D, K) -> (S, B, D, K).
+
+    It interpolates between the hard sample (tau -> 0) and the mean p, the
+    point MuProp (Gu et al. 2016) expands f around (tau -> inf). For K = 2 it
+    is the Bernoulli sigmoid(x / tau + tau / (tau + 1) * theta) with
+    x = theta + logistic noise, theta = logit p_1 - logit p_0."""
+    logp = logits.log_softmax(-1)                        # (B, D, K)
+    return (z / tau + tau / (tau + 1) * logp).log_softmax(-1).exp()

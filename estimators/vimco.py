@@ -38,8 +38,11 @@ class Vimco(Estimator):
     """VIMCO (Mnih & Rezende 2016)."""
 
     name = "vimco"
+    target = "bound"
     unbiased = True
     min_samples = 2
+    bf16_safe = False       # leave-one-out log-mean-exp differences nearby values of f
+    free_bits = False       # the KL sits inside f's bound: nothing separate to clamp
 
     def __init__(self, *, n_samples: int = 4):
         super().__init__(n_samples=n_samples)

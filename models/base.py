@@ -2,10 +2,12 @@
 `models/__init__.py`), and the registry of families keyed by `Task.family`.
 
 A new family subclasses LatentModel, sets `family`, `Config` (a dataclass of
-options with defaults) and `conditionings` (the conditioning names it
-supports, first = default), implements the four methods, and registers with
-`@FAMILIES.register("<task family>")`. `models.build` then validates options
-against `Config` before the constructor runs.
+options with defaults) and `conditioned` (False: no condition, any
+conditioning is ignored), implements the four methods, calls the hooks of its
+conditioning class (models.conditioning.base) where the condition enters, and
+registers with `@FAMILIES.register("<task family>")`. Which conditioning
+types it takes is declared by each type (`families`), not here.
+`models.build` validates options against `Config` before the constructor runs.
 """
 from __future__ import annotations
 
@@ -18,20 +20,21 @@ from .data import Batch
 from .latents import Latent
 from .registry import Registry
 
-FAMILIES: Registry[type["LatentModel"]] = Registry("model family")
+FAMILIES: Registry[type["LatentModel"]] = Registry(
+    "model family", package=__name__.rsplit(".", 1)[0], entry_points="discrete_latent_bench.families")
 
 
 class LatentModel(nn.Module):
     family: ClassVar[str] = ""
     Config: ClassVar[type] = object
-    conditionings: ClassVar[tuple[str, ...]] = ()
+    conditioned: ClassVar[bool] = True      # False: there is no condition (the toy)
 
-    def __init__(self, task, latent: Latent, conditioning: Optional[str], config: Any):
+    def __init__(self, task, latent: Latent, conditioning: Optional[str], config: Any = None):
         super().__init__()
         self.task_spec = dict(task.spec)
         self.latent = latent
         self.conditioning = conditioning
-        self.config = config
+        self.config = self.Config() if config is None else config
 
     # -- the contract ------------------------------------------------------
     def posterior(self, batch: Batch) -> Tensor:

@@ -1,4 +1,5 @@
-"""`evaluate(model, batch, n_iw=...)`: every DESIGN.md §6 number for one batch.
+"""`evaluate(model, batch, n_iw=...)`: the bound, the KL and every
+collapse / latent-use metric (models.metrics) for one batch.
 
     metrics = models.evaluate(model, task.split("val"), n_iw=64)
     # {"val/elbo": ..., "collapse/active_units": ..., ...}

@@ -39,21 +39,19 @@ class ImageConfig:
     latent_dropout: float = 0.0        # P(decoder gets the learned "no latent" code), training only
 
     def __post_init__(self):
-        check_range("hidden", self.hidden, 1, integer=True)
-        check_range("n_layers", self.n_layers, 1, integer=True)
-        check_range("d_cond", self.d_cond, 1, integer=True)
         check_latent_options(self)
+        for key in ("hidden", "n_layers", "d_cond"):
+            check_range(key, getattr(self, key), 1, integer=True)
 
 
 @FAMILIES.register("image")
 class ImageCVAE(LatentModel):
     family = "image"
     Config = ImageConfig
-    conditionings = ("film", "concat", "add")
 
     def __init__(self, task, latent, conditioning: str = "film", config: Optional[ImageConfig] = None):
-        config = config or ImageConfig()
         super().__init__(task, latent, conditioning, config)
+        config = self.config
         P, n_classes = task.spec["n_pixels"], task.spec["n_classes"]
         n_params = int(torch.Size(latent.param_shape).numel())
         code = latent.code_size()

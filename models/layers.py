@@ -1,5 +1,6 @@
 """Building blocks shared by the model families: a conditioned MLP and a
-pre-norm transformer block with optional FiLM and cross-attention.
+pre-norm transformer block, each calling the hooks of a conditioning type
+(models.conditioning.base) where the condition may enter.
 
 Axis legend: N rows (samples x batch folded), T tokens, M memory tokens,
 d model width, E condition width.
@@ -11,38 +12,38 @@ from typing import Optional
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import conditioning as cond_types
 from .attention import attend
+from .conditioning.base import Conditioning
 
 
 class CondMLP(nn.Module):
     """in -> [Linear -> LayerNorm -> condition -> ReLU] x n_layers -> Linear -> out.
 
-    `conditioning` (a name or None) decides where c (..., E) enters: `concat`
-    replaces the first Linear by Linear([h, c]); `add` and `film` act after
-    each block's LayerNorm. With None the network ignores c; a zero-initialised
-    `film` network has exactly the parameters (by name) of that network plus
-    the FiLM maps, and the same output until those maps move.
+    `conditioning` (a conditioning class, a registered name, or None for none)
+    decides where c (..., E) enters through its hooks `mlp_input` (the first
+    layer) and `mlp_block` (after each LayerNorm). With None the network
+    ignores c; a zero-initialised `film` network has the parameters of that
+    network plus the FiLM maps, and the same output until those maps move.
     """
 
     def __init__(self, d_in: int, d_hidden: int, d_out: int, n_layers: int = 2,
-                 conditioning: Optional[str] = None, d_cond: int = 0):
+                 conditioning=None, d_cond: int = 0):
         super().__init__()
-        if conditioning is not None:
-            cond_types.check(conditioning, "image")
-        self.conditioning = conditioning
-        self.first = (cond_types.Concat(d_in, d_cond, d_hidden) if conditioning == "concat"
-                      else nn.Linear(d_in, d_hidden))
+        if isinstance(conditioning, str):
+            from . import conditioning as types
+            types.check(conditioning, "image")
+            conditioning = types.get(conditioning)
+        cond = conditioning or Conditioning
+        self.first = cond.mlp_input(d_in, d_cond, d_hidden)
         self.hidden = nn.ModuleList(nn.Linear(d_hidden, d_hidden) for _ in range(n_layers - 1))
         self.norms = nn.ModuleList(nn.LayerNorm(d_hidden) for _ in range(n_layers))
-        block_cls = {"add": cond_types.Add, "film": cond_types.FiLM}.get(conditioning)
-        self.mods = (nn.ModuleList(block_cls(d_hidden, d_cond) for _ in range(n_layers))
-                     if block_cls else None)
+        mods = [cond.mlp_block(d_hidden, d_cond) for _ in range(n_layers)]
+        self.mods = nn.ModuleList(mods) if mods[0] is not None else None
         self.out = nn.Linear(d_hidden, d_out)
 
     def features(self, h: Tensor, c: Optional[Tensor] = None) -> Tensor:
         """The last hidden layer (..., d_hidden)."""
-        h = self.first(h, c) if self.conditioning == "concat" else self.first(h)
+        h = self.first(h, c)
         for i, norm in enumerate(self.norms):
             if i > 0:
                 h = self.hidden[i - 1](h)
@@ -74,31 +75,35 @@ class SelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block; `film` modulates both norms from a vector
-    (N, E), `xattn` adds a cross-attention sublayer over a memory (N, M, d)."""
+    """Pre-norm transformer block. A conditioning class (or None) may modulate
+    both norms from a vector (N, E) (`block_modulation`: film) and add a
+    cross-attention sublayer over a memory (N, M, d) (`block_cross_attention`:
+    xattn)."""
 
-    def __init__(self, d_model: int, n_heads: int, film_dim: int = 0, xattn: bool = False,
-                 mlp_ratio: int = 2):
+    def __init__(self, d_model: int, n_heads: int, conditioning=None, mlp_ratio: int = 2,
+                 d_cond: Optional[int] = None):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.attn = SelfAttention(d_model, n_heads)
         self.mlp = nn.Sequential(nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(),
                                  nn.Linear(mlp_ratio * d_model, d_model))
-        self.film1 = cond_types.FiLM(d_model, film_dim) if film_dim else None
-        self.film2 = cond_types.FiLM(d_model, film_dim) if film_dim else None
-        self.xattn = cond_types.CrossAttention(d_model, n_heads) if xattn else None
+        cond = conditioning or Conditioning
+        d_cond = d_model if d_cond is None else d_cond
+        self.mod1 = cond.block_modulation(d_model, d_cond)
+        self.mod2 = cond.block_modulation(d_model, d_cond)
+        self.xattn = cond.block_cross_attention(d_model, n_heads)
 
     def forward(self, h: Tensor, causal: bool = True, cond: Optional[Tensor] = None,
                 memory: Optional[Tensor] = None) -> Tensor:
         a = self.norm1(h)
-        if self.film1 is not None:
-            a = self.film1(a, cond)
+        if self.mod1 is not None:
+            a = self.mod1(a, cond)
         h = h + self.attn(a, causal)
         if self.xattn is not None:
             h = self.xattn(h, memory)
         m = self.norm2(h)
-        if self.film2 is not None:
-            m = self.film2(m, cond)
+        if self.mod2 is not None:
+            m = self.mod2(m, cond)
         return h + self.mlp(m)
 
 

@@ -1,4 +1,6 @@
-"""Collapse and latent-use metrics (DESIGN.md §6) on posterior parameters.
+"""Collapse and latent-use metrics on posterior parameters: KL per variable,
+active units (Burda et al. 2016), mutual information I(x; z), code-usage
+perplexity, decoder sensitivity, strategy NMI (definitions on each function).
 
 Pure functions of tensors, batch-first; `evaluate.py` wires them to a model.
 All return Python floats or ints. Axis legend: B batch (the x's averaged

@@ -1,43 +1,19 @@
-"""Name -> constructor registries and option checks shared by tasks, conditioning
-types and model families.
+"""Option checks shared by tasks, conditioning types and model families, and
+the registry they are looked up in (`estimators.registry.Registry`, the one
+implementation for every kind of component).
 
-Every user-facing choice in `models` is a string looked up here, so an unknown
-name or option fails at build time with a ValueError that lists the valid ones
-(the same contract as `estimators.build`).
+Every user-facing choice in `models` is a string looked up in a registry, so
+an unknown name or option fails at build time with a ValueError that lists
+the valid ones (the same contract as `estimators.build`).
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Generic, Iterable, Mapping, TypeVar
+from typing import Any, Iterable, Mapping, TypeVar
+
+from estimators.registry import Registry  # noqa: F401  (the one registry implementation)
 
 T = TypeVar("T")
-
-
-class Registry(Generic[T]):
-    """A named table of constructors; `what` names the kind in error messages."""
-
-    def __init__(self, what: str):
-        self.what = what
-        self._items: dict[str, T] = {}
-
-    def register(self, name: str) -> Callable[[T], T]:
-        def deco(obj: T) -> T:
-            if name in self._items:
-                raise ValueError(f"{self.what} {name!r} registered twice")
-            self._items[name] = obj
-            return obj
-        return deco
-
-    def names(self) -> list[str]:
-        return sorted(self._items)
-
-    def get(self, name: str) -> T:
-        if name not in self._items:
-            raise ValueError(f"unknown {self.what} {name!r}; valid names are {self.names()}")
-        return self._items[name]
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._items
 
 
 def check_options(where: str, given: Mapping[str, Any], valid: Iterable[str]) -> None:

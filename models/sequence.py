@@ -1,4 +1,5 @@
-"""Sequence CVAE with a strategy latent (DESIGN.md §4, family 2).
+"""Sequence CVAE with a strategy latent (a router, an inference network and a
+strategy-conditioned decoder).
 
     router     p(z | x)      pooled embedding of the context -> MLP, last layer
                              zero-initialised (starts as the uniform / N(0, I)
@@ -11,9 +12,11 @@ The latent becomes slot embeddings (N, Dz, d): a categorical z gives D slots,
 slot_d = z_d @ table_d (so soft and straight-through z work); a Gaussian z one
 slot, a linear projection of z to model width. Latent dropout replaces a
 row's slots with a learned "no latent" embedding (training mode only).
-The conditioning type decides where x and the slots go:
+The conditioning type decides where x and the slots go, through its hooks
+(models.conditioning.base): the decoder's input stream, a memory for
+cross-attention, a vector that modulates the blocks' norms:
 
-  prefix  `<bos> <x> x… </x> <z> slots </z> <y> y…`  (the DESIGN.md template)
+  prefix  `<bos> <x> x… </x> <z> slots </z> <y> y…`
   xattn   `<bos> <y> y…`, every block attends to memory = encoder([x; slots])
   film    `<bos> <x> x… </x> <y> y…`, γ, β of every norm from the summed slots
   add     same layout, summed slots added to every token embedding
@@ -36,8 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import conditioning as types
 from .base import FAMILIES, LatentModel
-from .conditioning import Add, Concat, Prefix
+from .conditioning import DecoderTokens
 from .data import Batch
 from .layers import Block, TokenEncoder
 from .registry import check_latent_options, check_range
@@ -70,12 +74,10 @@ class SequenceConfig:
 class SequenceCVAE(LatentModel):
     family = "sequence"
     Config = SequenceConfig
-    conditionings = ("film", "prefix", "xattn", "add", "concat")
 
     def __init__(self, task, latent, conditioning: str = "film", config: Optional[SequenceConfig] = None):
-        config = config or SequenceConfig()
         super().__init__(task, latent, conditioning, config)
-        spec = task.spec
+        config, spec = self.config, task.spec
         V, L, Lc = spec["vocab_size"], spec["length"], spec["context_length"]
         self.sp = dict(spec["specials"])                                  # token name -> id
         d, H = config.d_model, config.n_heads
@@ -104,16 +106,10 @@ class SequenceCVAE(LatentModel):
         # decoder
         self.tok = nn.Embedding(V, d)
         self.pos = nn.Embedding(Lc + L + self.n_slots + 5, d)
-        vec = conditioning == "film"
-        self.blocks = nn.ModuleList(Block(d, H, film_dim=d if vec else 0, xattn=conditioning == "xattn",
-                                          mlp_ratio=config.mlp_ratio) for _ in range(config.n_layers))
-        if conditioning == "xattn":
-            self.mem_pos = nn.Embedding(Lc + self.n_slots, d)
-            self.memory = nn.ModuleList(Block(d, H, mlp_ratio=config.mlp_ratio)
-                                        for _ in range(config.memory_layers))
-        self.prefix = Prefix() if conditioning == "prefix" else None
-        self.inject = (Add(d, d) if conditioning == "add" else
-                       Concat(d, d, d) if conditioning == "concat" else None)
+        cond = types.get(conditioning)
+        self.blocks = nn.ModuleList(Block(d, H, cond, mlp_ratio=config.mlp_ratio)
+                                    for _ in range(config.n_layers))
+        self.decoder_input = cond.decoder_input(d, H, config, Lc + self.n_slots)
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, V)
 
@@ -164,23 +160,10 @@ class SequenceCVAE(LatentModel):
         def rows(t: Tensor) -> Tensor:   # (B, T, d) -> (N, T, d): the same tokens for every sample
             return t.unsqueeze(0).expand(S, *t.shape).reshape(N, *t.shape[1:])
 
-        memory, vec = None, None
-        if self.conditioning == "prefix":
-            head = rows(self.tok(torch.cat([bos, x_tok, self._special("<z>", B, dev)], 1)))
-            tail = rows(self.tok(torch.cat([self._special("</z>", B, dev), y_in], 1)))
-            h = self.prefix(tail, torch.cat([head, slots.to(head.dtype)], 1))   # (N, T, d)
-        elif self.conditioning == "xattn":
-            h = rows(self.tok(torch.cat([bos, y_in], 1)))                       # (N, 1 + L, d)
-            mem = torch.cat([rows(self.tok(batch.c)), slots.to(h.dtype)], 1)   # (N, Lc + Dz, d)
-            memory = mem + self.mem_pos.weight[: mem.shape[1]]
-            for block in self.memory:
-                memory = block(memory, causal=False)
-        else:
-            h = rows(self.tok(torch.cat([bos, x_tok, y_in], 1)))                # (N, T, d)
-            vec = slots.sum(1).to(h.dtype)                                      # (N, d)
-        h = h + self.pos.weight[: h.shape[1]]
-        if self.inject is not None:
-            h = self.inject(h, vec)
+        h, memory, vec = self.decoder_input(DecoderTokens(
+            embed=lambda tokens: rows(self.tok(tokens)), bos=bos, x=x_tok,
+            z_open=self._special("<z>", B, dev), z_close=self._special("</z>", B, dev),
+            y_in=y_in, context=batch.c, slots=slots, pos=self.pos.weight))
         for block in self.blocks:
             h = block(h, causal=True, cond=vec, memory=memory)
         logits = self.head(self.norm(h[:, -L:]))                               # (N, L, V)

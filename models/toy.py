@@ -5,7 +5,7 @@
 posterior -> logits (B, D, 2) = [0, theta_d] (so softmax gives Bern(sigmoid(theta)));
 prior -> None (no KL term); log_likelihood(batch, z) = f(z[..., 1]) -> (S, B).
 exact_grad() = dE/dtheta = -sigmoid(theta)(1 - sigmoid(theta))(1 - 2t), the
-sign of maximising -(b - t)^2 (DESIGN.md §7 writes the minimisation form).
+sign of maximising -(b - t)^2 (the papers write the minimisation form).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class ToyConfig:
 class Toy(LatentModel):
     family = "toy"
     Config = ToyConfig
-    conditionings = ()          # nothing to condition on: any conditioning is ignored
+    conditioned = False         # nothing to condition on: any conditioning is ignored
 
     def __init__(self, task, latent, conditioning: Optional[str] = None, config: Optional[ToyConfig] = None):
         config = config or ToyConfig()

@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any, Optional, Union
 
 from . import conditioning as cond_types
-from . import image, sequence, toy  # noqa: F401  (registration)
 from .base import FAMILIES, LatentModel
 from .latents import Latent
 from .latents import build as build_latent
@@ -55,19 +54,21 @@ def build(task, latent: Union[Latent, str] = "categorical", conditioning: Option
           **opts) -> LatentModel:
     """The model for `task` with latent `latent` and conditioning type `conditioning`.
 
-    Toy models ignore `conditioning` (there is no condition). Returns an
+    Families without a condition (`conditioned = False`: the toy) ignore
+    `conditioning`. Returns an
     nn.Module (float32) already on the task's device.
     """
     cls = _family(task)
     config = config_from(cls.Config, f"{cls.family} model", opts)
     if conditioning is not None:
         cond_types.get(conditioning)                 # an unknown name fails for every family
-    if cls.conditionings:
+    if cls.conditioned:
         if conditioning is None:
-            conditioning = cls.conditionings[0]
-        if conditioning not in cls.conditionings:
-            raise ValueError(f"conditioning {conditioning!r} is not supported by the "
-                             f"{cls.family} model; supported: {sorted(cls.conditionings)}")
+            raise ValueError(f"the {cls.family} model needs a conditioning type; "
+                             f"supported: {cond_types.supported(cls.family)}")
+        cond_types.check(conditioning, cls.family)
+    else:
+        conditioning = None
     if isinstance(latent, str):
         latent = default_latent(task, latent)
     return cls(task, latent, conditioning, config).to(task.device)

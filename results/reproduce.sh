@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Regenerates everything under results/ (issue 5 items 3 and 4):
+# Regenerates everything under results/ (the toy and the reference study):
 #
 #   bash results/reproduce.sh            # all stages, ~51 min on 2 CPU cores
-#   bash results/reproduce.sh toy        # one stage: toy | tune | digits | strategies | tables
+#   bash results/reproduce.sh toy        # one stage: estimators | toy | tune | digits | strategies | tables
 #
 # Runs go to the MLflow store results/.store/mlflow.db (not committed; set
 # MLFLOW_TRACKING_URI to use another store), experiments `toy`, `reference`
@@ -17,9 +17,14 @@ PAR="hydra/launcher=joblib hydra.launcher.n_jobs=${N_JOBS:-2}"
 ESTIMATORS="exact reinforce gumbel rebar relax vimco"
 GAUSSIAN="reparam reinforce_gaussian"   # digits only: the continuous-latent counterpart
 GRID="kl=constant,cyclical kl.free_bits=0.0,0.5 seed=0,1,2"
-stages="${*:-toy tune digits strategies tables}"
+stages="${*:-estimators toy tune digits strategies tables}"
 has() { [[ " $stages " == *" $1 "* ]]; }
 run() { echo "+ python -m bench.run -m $*" >&2; python -m bench.run -m "$@"; }
+
+if has estimators; then  # fixed problems, no store: ~1 min
+  python results/estimator_bias.py        # results/estimator_bias.md, .csv
+  python -m results.toy_muprop            # the MuProp table in results/README.md
+fi
 
 if has toy; then  # 6 variants x t in {0.45, 0.499} x 3 seeds = 36 runs
   T="experiment=toy_variance task.t=0.45,0.499 seed=0,1,2 $PAR"
@@ -51,7 +56,7 @@ fi
 
 study() {  # task, conditioning list, estimators
   for e in $3; do
-    best=$(python -m bench.study best results/.work/tune-$1/best.yaml "$e")
+    best=$(python -m bench.results.study best results/.work/tune-$1/best.yaml "$e")
     grid="$GRID"
     [[ $e == vimco ]] && grid="${GRID/kl.free_bits=0.0,0.5/kl.free_bits=0.0}"  # vimco refuses free bits
     run experiment=reference_$1 estimator=$e $best conditioning=$2 $grid $PAR \
@@ -67,7 +72,7 @@ has strategies && study strategies concat,prefix,film,xattn,add "$ESTIMATORS"
 # label the two relax(use_f=False) and relax(use_f=True).
 relax_f() {  # task, conditioning list
   local best
-  best=$(python -m bench.study best results/.work/tune-$1/best.yaml relax)
+  best=$(python -m bench.results.study best results/.work/tune-$1/best.yaml relax)
   run experiment=reference_$1 estimator=relax estimator.use_f=true $best conditioning=$2 $GRID \
       $PAR hydra.sweep.dir=results/.work/study-$1-relax-f
 }
@@ -76,8 +81,8 @@ has strategies && relax_f strategies concat,prefix,film,xattn,add
 
 if has tables; then
   python -m bench.tables --experiment toy --out results/toy
-  python -m bench.study curve --experiment toy --key grad/log10_var --out results/toy
+  python -m bench.results.study curve --experiment toy --key grad/log10_var --out results/toy
   python -m bench.tables --experiment reference --out results/reference
-  python -m bench.study summary --out results/reference \
+  python -m bench.results.study summary --out results/reference \
       --tuning results/.work/tune-digits/best.yaml results/.work/tune-strategies/best.yaml
 fi

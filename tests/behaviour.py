@@ -30,7 +30,7 @@ TIMED = ("perf/", "grad/seconds_per_estimate")
 
 def final_metrics(overrides: list[str]) -> dict[str, float]:
     from tests.compose import compose_config
-    from bench.train import train
+    from bench.job.train import train
     final = train(compose_config(SHORT + overrides), log=lambda step, m: None)
     return {k: v for k, v in sorted(final.items()) if not k.startswith(TIMED)}
 

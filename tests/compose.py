@@ -1,16 +1,15 @@
-"""Compose the real `bench.run` config in-process, as a job would see it."""
+"""Compose the real `bench.run` config in-process, as a job sees it (plain
+values: `bench.config.plain`)."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from hydra import compose, initialize_config_dir
-
-from bench import schema
-
-CONF = str(Path(__file__).resolve().parent.parent / "conf")
-schema.register()
+from bench.config import compose, plain
 
 
 def compose_config(overrides: list[str]):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    return plain(compose(overrides))
+
+
+def choices(group: str) -> list[str]:
+    """The file stems of conf/<group>/: the options Hydra offers for the group."""
+    from bench.config import conf_dir
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))

@@ -6,30 +6,50 @@ import torch
 import estimators
 from tests.problems import DTYPE, Problem
 
-CATEGORICAL = ["exact", "reinforce", "gumbel", "rebar", "relax", "vimco"]
+CATEGORICAL = [n for n in estimators.names() if estimators.get(n).latent == "categorical"]
 
 
-def test_names_and_attributes():
-    assert set(estimators.names()) == {"exact", "reinforce", "gumbel", "rebar", "relax",
-                                       "vimco", "reparam", "reinforce_gaussian"}
+def categories(est, D: int, K: int) -> int:
+    """K, or 2 for an estimator whose class refuses K categories (Bernoulli only)."""
+    try:
+        est.check_latent(D, K)
+        return K
+    except ValueError:
+        return 2
+
+
+def test_names_and_traits():
+    """Every registered estimator declares its traits, with valid values."""
+    assert {"exact", "reinforce", "gumbel", "vimco", "reparam"} <= set(estimators.names())
     for name in estimators.names():
-        est = estimators.build(name)
-        assert isinstance(est, torch.nn.Module)
+        cls, est = estimators.get(name), estimators.build(name)
+        assert isinstance(est, torch.nn.Module) and type(est) is cls
         assert est.name == name
-        assert isinstance(est.unbiased, bool) and est.min_samples >= 1
-    assert not estimators.build("gumbel").unbiased
-    assert estimators.build("vimco").min_samples == 2
+        assert cls.target in ("expectation", "bound")
+        assert cls.latent in ("categorical", "gaussian")
+        for trait in ("unbiased", "temperature", "bf16_safe", "free_bits", "deterministic"):
+            assert isinstance(getattr(cls, trait), bool), (name, trait)
+        assert isinstance(est.min_samples, int) and est.min_samples >= 1
+        n = est.f_evaluations(3, categories(est, 3, 4))
+        assert isinstance(n, int) and n >= 1
+        if cls.temperature:                     # a schedule assigns est.tau per step
+            assert isinstance(est.tau, float)
+    assert not estimators.get("gumbel").unbiased
+    assert estimators.get("vimco").min_samples == 2
+    assert estimators.get("vimco").target == "bound" and not estimators.get("vimco").free_bits
+    assert estimators.build("exact").f_evaluations(3, 4) == 64
 
 
 @pytest.mark.parametrize("name", CATEGORICAL)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_estimate_fields(name, dtype):
     torch.manual_seed(0)
-    problem = Problem.make(B=4, D=2, K=3)
-    logits, w, f = problem.replicate(1)
-    logits = logits.reshape(4, 2, 3).to(dtype).detach().requires_grad_()
-    g = lambda z: f(z.to(DTYPE)).to(dtype)
     est = estimators.build(name).to(dtype)
+    K = categories(est, 2, 3)
+    problem = Problem.make(B=4, D=2, K=K)
+    logits, w, f = problem.replicate(1)
+    logits = logits.reshape(4, 2, K).to(dtype).detach().requires_grad_()
+    g = lambda z: f(z.to(DTYPE)).to(dtype)  # noqa: E731
     out = est(logits, g, context=torch.randn(4, 5, dtype=dtype))
     assert out.loss.shape == () and out.loss.dtype == dtype
     assert out.value.shape == (4,) and not out.value.requires_grad
@@ -142,7 +162,7 @@ def test_bad_inputs_say_what_is_wrong(call, match):
 @pytest.mark.parametrize("name", estimators.names())
 def test_cuda_device_follows_logits(name):
     est = estimators.build(name).cuda()
-    shape = (4, 3, 2) if est.latent == "gaussian" else (4, 3, 5)
+    shape = (4, 3, 2) if est.latent == "gaussian" else (4, 3, categories(est, 3, 5))
     p = torch.randn(*shape, device="cuda", requires_grad=True)
     f = (lambda z: z.sum(-1)) if est.latent == "gaussian" else _f
     out = est(p, f)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import tracking
+from bench.tracking import identity, store as tracking
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENT = "discrete-latent-bench"
@@ -37,7 +37,7 @@ def store(uri: str):
     exp = c.get_experiment_by_name(EXPERIMENT)
     runs = c.search_runs([exp.experiment_id], max_results=1000)
     parents = [r for r in runs if r.data.tags.get("sweep.parent") == "true"]
-    kids = [r for r in runs if tracking.PARENT_TAG in r.data.tags]
+    kids = [r for r in runs if identity.PARENT_TAG in r.data.tags]
     return c, exp, parents, kids
 
 
@@ -59,7 +59,7 @@ def test_sweep_parent_children_metrics_and_rerun(tmp_path, tracking_uri):
     for r in kids:
         t = r.data.tags
         assert r.info.status == "FINISHED", t.get("failure_reason")
-        assert t[tracking.PARENT_TAG] == parent.info.run_id
+        assert t[identity.PARENT_TAG] == parent.info.run_id
         assert t["sweep_id"] == parent.data.tags["sweep_id"]
         for k in ("estimator", "conditioning", "task", "latent", "kl", "free_bits", "seed",
                   "git_commit", "config_hash"):
@@ -93,7 +93,7 @@ def test_sweep_parent_children_metrics_and_rerun(tmp_path, tracking_uri):
     runs = c.search_runs([exp.experiment_id], "tags.estimator = 'gumbel' and tags.conditioning = 'concat'"
                          " and tags.kl = 'constant'")
     assert len(runs) == 2 and len({r.data.tags["config_hash"] for r in runs}) == 1
-    single = [r for r in runs if tracking.PARENT_TAG not in r.data.tags]
+    single = [r for r in runs if identity.PARENT_TAG not in r.data.tags]
     assert len(single) == 1 and "sweep_id" not in single[0].data.tags    # a run of its own
 
 
@@ -158,9 +158,9 @@ def test_ctrl_c_marks_the_run_killed(tmp_path, tracking_uri):
 
 
 def test_job_process_freezes_the_heap_at_exit():
-    """bench.job registers gc.freeze once per process, to run after the hooks
+    """bench.job.runner registers gc.freeze once per process, to run after the hooks
     registered later (the process's clean-up) and skip the shutdown collections."""
-    code = ("import atexit, gc, bench.job as job\n"
+    code = ("import atexit, gc, bench.job.runner as job\n"
             "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0, flush=True))\n"
             "n = atexit._ncallbacks(); job._quick_exit(); job._quick_exit()\n"
             "print('hooks added', atexit._ncallbacks() - n, flush=True)\n")

@@ -9,8 +9,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from bench import schema
-from bench.train import NonFiniteError, train
+from bench.config import schema
+from bench.job.train import NonFiniteError, train
+from tests.compose import compose_config
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
 schema.register()
@@ -20,8 +21,7 @@ TINY = ["train.steps=6", "train.eval_every=4", "train.log_every=2", "train.batch
 
 
 def cfg_of(*overrides: str):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("config", overrides=TINY + list(overrides))
+    return compose_config(TINY + list(overrides))
 
 
 def run(*overrides: str) -> list[tuple[int, dict]]:
@@ -64,9 +64,9 @@ def test_nan_injection_raises_non_finite():
 def test_estimator_optimiser_trains_its_own_parameters(monkeypatch):
     """A learned baseline is created lazily (dry run before the optimisers) and
     then moved by its own optimiser."""
-    import bench.train as T
-    from bench.evaluate import Evaluator
-    from bench.objective import objective
+    import bench.job.train as T
+    from bench.job.evaluate import Evaluator
+    from bench.job.objective import objective
     cfg = cfg_of("estimator=reinforce", "estimator.baseline=learned")
     parts = {}
     orig = T.build

@@ -80,7 +80,7 @@ def test_rest_api_has_the_sweep_parent_children_and_metrics(server, sweep):
 
 def test_bench_tables_against_the_server(server, sweep, tmp_path):
     _, parent, children = sweep
-    from bench.tables_store import _bulk_server, fetch_curves
+    from bench.results.store import _bulk_server, fetch_curves
     client = MlflowClient(server.url)
     # the server's get-history-bulk route itself (fetch_curves would fall back quietly)
     points = _bulk_server(client._tracking_client.store, children, "val/elbo")

@@ -37,7 +37,7 @@ def test_film_mlp_at_init_equals_unconditioned_network():
 
 def test_film_block_at_init_equals_unconditioned_block():
     torch.manual_seed(0)
-    film = Block(8, 2, film_dim=5).to(DT)
+    film = Block(8, 2, cond.get("film"), d_cond=5).to(DT)
     plain = Block(8, 2).to(DT)
     plain.load_state_dict(film.state_dict(), strict=False)
     h, c = torch.randn(3, 7, 8, dtype=DT), torch.randn(3, 5, dtype=DT)
@@ -62,11 +62,26 @@ def test_condition_changes_mlp_output(name):
 
 def test_module_shapes():
     h, c = torch.randn(2, 7, 8), torch.randn(2, 5)
-    assert cond.Concat(8, 5, 6)(h, c).shape == (2, 7, 6)
-    assert cond.Add(8, 5)(h, c).shape == (2, 7, 8)
-    assert cond.FiLM(8, 5)(h, c).shape == (2, 7, 8)
-    assert cond.CrossAttention(8, 2)(h, torch.randn(2, 3, 8)).shape == (2, 7, 8)
-    assert cond.Prefix()(h, torch.randn(2, 3, 8)).shape == (2, 10, 8)
+    assert cond.get("concat")(8, 5, 6)(h, c).shape == (2, 7, 6)
+    assert cond.get("add")(8, 5)(h, c).shape == (2, 7, 8)
+    assert cond.get("film")(8, 5)(h, c).shape == (2, 7, 8)
+    assert cond.get("xattn")(8, 2)(h, torch.randn(2, 3, 8)).shape == (2, 7, 8)
+
+
+@pytest.mark.parametrize("name", cond.names())
+def test_hooks_of_each_type_build_for_its_families(name):
+    """Every registered type builds the networks of each family it declares."""
+    cls = cond.get(name)
+    assert cls.families and cls.name == name
+    if "image" in cls.families:
+        net = CondMLP(6, 16, 3, conditioning=cls, d_cond=5)
+        assert net(torch.randn(4, 6), torch.randn(4, 5)).shape == (4, 3)
+    if "sequence" in cls.families:
+        task = models.tasks.load("strategies", n_train=64, n_val=16, n_test=16)
+        model = models.build(task, "categorical", name)
+        batch = task.split("val")
+        z = model.latent.sample(model.posterior(batch), 2)                # (2, B, D, K)
+        assert model.log_likelihood(batch, z).shape == (2, batch.size)
 
 
 def test_models_refuse_unsupported_conditioning():

@@ -17,7 +17,6 @@ def digits():
 
 def test_names_and_default():
     assert tasks.names() == ["digits", "fashion_mnist", "mnist", "strategies", "toy"]
-    assert tasks.DEFAULT == "digits"
 
 
 def test_digits_splits_fixed_by_seed_and_disjoint():
@@ -25,7 +24,7 @@ def test_digits_splits_fixed_by_seed_and_disjoint():
     assert a.size("train") + a.size("val") + a.size("test") == 1797
     assert torch.equal(a.split("val").x, b.split("val").x)
     assert not torch.equal(a.split("val").c, c.split("val").c)
-    assert a.spec == {"family": "image", "n_pixels": 64, "shape": (8, 8), "n_classes": 10,
+    assert a.spec == {"n_pixels": 64, "shape": (8, 8), "n_classes": 10,
                       "binarize": "static"}
 
 
@@ -194,7 +193,7 @@ def test_strategies_by_name_and_errors():
 
 def test_toy_task():
     task = tasks.load("toy", t=0.499, D=3)
-    assert task.spec == {"family": "toy", "t": 0.499, "D": 3}
+    assert task.spec == {"t": 0.499, "D": 3}
     assert task.sample("train", 7).size == 7
     with pytest.raises(ValueError, match="t="):
         tasks.load("toy", t=1.5)

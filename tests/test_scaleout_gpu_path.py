@@ -16,9 +16,9 @@ import pytest
 import torch
 from hydra.errors import ConfigCompositionException
 
-from bench import accel
-from bench.train import build, pick_device, train
-from bench.validate import ConfigError, validate
+from bench.job import accel
+from bench.job.train import build, pick_device, train
+from bench.config.validate import ConfigError, validate
 from tests.test_harness_train import cfg_of
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,7 +24,7 @@ import pytest
 
 pytest.importorskip("hydra_plugins.hydra_ray_launcher")
 
-from bench import tracking  # noqa: E402
+from bench.tracking import identity, store as tracking  # noqa: E402
 from tests.mlflow_server import free_port  # noqa: E402
 from tests.processes import job_env, stop_group  # noqa: E402
 from tests.stores import empty_db  # noqa: E402
@@ -78,11 +78,11 @@ def check_sweep(uri: str, n_jobs: int) -> None:
     c = tracking.client(uri)
     runs = c.search_runs([c.get_experiment_by_name(EXPERIMENT).experiment_id], max_results=100)
     parents = [r for r in runs if r.data.tags.get("sweep.parent") == "true"]
-    kids = [r for r in runs if tracking.PARENT_TAG in r.data.tags]
+    kids = [r for r in runs if identity.PARENT_TAG in r.data.tags]
     assert len(parents) == 1 and len(kids) == n_jobs and len(runs) == n_jobs + 1
     for r in kids:
         assert r.info.status == "FINISHED", r.data.tags.get("failure_reason")
-        assert r.data.tags[tracking.PARENT_TAG] == parents[0].info.run_id
+        assert r.data.tags[identity.PARENT_TAG] == parents[0].info.run_id
         steps = [m.step for m in c.get_metric_history(r.info.run_id, "train/loss")]
         assert steps == list(range(LOG_EVERY, STEPS + 1, LOG_EVERY)), steps
         assert [m.step for m in c.get_metric_history(r.info.run_id, "val/elbo")] == [0, STEPS]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import tracking
+from bench.tracking import identity, store as tracking
 from tests import mlflow_server as M
 from tests.processes import job_env
 
@@ -63,13 +63,13 @@ def test_submitit_local_sweep_logs_everything_to_the_server(tmp_path):
         exp = c.get_experiment_by_name(EXPERIMENT)
         runs = c.search_runs([exp.experiment_id], max_results=100)
         parents = [r for r in runs if r.data.tags.get("sweep.parent") == "true"]
-        kids = [r for r in runs if tracking.PARENT_TAG in r.data.tags]
+        kids = [r for r in runs if identity.PARENT_TAG in r.data.tags]
         assert len(parents) == 1 and len(kids) == 4 and len(runs) == 5
         assert parents[0].info.status == "FINISHED" and parents[0].data.tags["sweep.finished"] == "4"
         assert sorted(r.data.tags["seed"] for r in kids) == ["0", "1", "2", "3"]
         for r in kids:
             assert r.info.status == "FINISHED", r.data.tags.get("failure_reason")
-            assert r.data.tags[tracking.PARENT_TAG] == parents[0].info.run_id
+            assert r.data.tags[identity.PARENT_TAG] == parents[0].info.run_id
             check_every_point(c, r, STEPS, EVAL_EVERY, LOG_EVERY)
         # parallel: some two jobs ran at the same time
         spans = sorted((r.info.start_time, r.info.end_time) for r in kids)

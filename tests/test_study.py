@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench import study, tables
-from bench.tables_store import load_study
+from bench.results import study, tables
+from bench.results.store import load_study
 from tests.test_tables_store import EXP, T0, fresh_store, make_run
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import tables
-from bench.tables_store import load_study
+from bench.results import tables
+from bench.results.format import fmt
+from bench.results.store import load_study
 from tests.test_tables_store import EXP, T0, fresh_store, job, make_run, make_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +70,7 @@ def test_single_run_group_has_no_standard_error():
     runs = pd.DataFrame({"estimator": ["a"], "seed": ["0"], "run_id": ["r"], "m": [1.5]})
     agg = tables.aggregate(runs, ["estimator"], ["m"])
     assert agg["m.n"].iloc[0] == 1 and math.isnan(agg["m.se"].iloc[0])
-    assert tables.fmt(1.5, math.nan) == "1.500"
+    assert fmt(1.5, math.nan) == "1.500"
 
 
 def test_groups_sort_numerically_and_vary_only_where_settings_vary():

@@ -14,9 +14,9 @@ import pytest
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from bench import tables_store
-from bench.tables import default_experiment
-from bench.tables_store import NoRunsError, fetch_curves, load_study, search_all
+from bench.results import store as tables_store
+from bench.results.tables import default_experiment
+from bench.results.store import NoRunsError, fetch_curves, load_study, search_all
 from tests.stores import empty_db
 
 EXP = default_experiment()  # the harness's experiment name, so the CLI default finds it

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from bench import tracking as T
+from bench.tracking import store as T
+from bench.tracking.sink import MetricSink
 
 
 def _run(uri: str) -> tuple[object, str]:
@@ -18,7 +19,7 @@ def _run(uri: str) -> tuple[object, str]:
 
 def test_every_point_arrives_in_order_with_its_time(tracking_uri):
     c, run_id = _run(tracking_uri)
-    sink = T.MetricSink(c, run_id)
+    sink = MetricSink(c, run_id)
     t0 = int(time.time() * 1000)
     for step in range(0, 500, 10):
         sink(step, {"train/loss": step * 0.5, "perf/steps_per_s": 100.0 + step})
@@ -47,7 +48,7 @@ class _Flaky:
 def test_short_outage_is_retried_and_loses_nothing(tracking_uri):
     c, run_id = _run(tracking_uri)
     flaky = _Flaky(c, fails=3)
-    sink = T.MetricSink(flaky, run_id)
+    sink = MetricSink(flaky, run_id)
     for step in range(5):
         sink(step, {"a": float(step)})
     sink.close()
@@ -58,7 +59,7 @@ def test_short_outage_is_retried_and_loses_nothing(tracking_uri):
 def test_long_outage_raises_tracking_unavailable(tracking_uri, monkeypatch):
     c, run_id = _run(tracking_uri)
     monkeypatch.setattr(T, "PATIENCE_S", 0.3)
-    sink = T.MetricSink(_Flaky(c, fails=10**9), run_id)
+    sink = MetricSink(_Flaky(c, fails=10**9), run_id)
     sink(0, {"a": 1.0})
     with pytest.raises(T.TrackingUnavailable, match="patience_s=0.3"):
         sink.close()

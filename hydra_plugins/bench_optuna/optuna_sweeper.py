@@ -12,9 +12,10 @@ The fairness rule, enforced here:
   budget (`n_trials`), the same sampler and seed, and the same search space.
 - `params` is the search space, in Hydra's sweep syntax:
   `tag(log, interval(1e-4, 1e-2))`, `interval(0.1, 2.0)`, `choice(a, b)`,
-  `range(1, 8)`. A key the grid point's config does not have (estimator.tau
-  for reinforce) is left out of that study, so relaxations tune their
-  temperature and the others do not.
+  `range(1, 8)`. A key the grid point's config does not have is left out of
+  that study, and so is `estimator.tau` where the estimator's class does not
+  declare a `temperature` (REBAR's tau is learned, reinforce has none), so
+  relaxations tune their temperature and the others do not.
 - The objective is the value the task function returns (bench.run returns the
   final val/elbo); a failed trial is told to Optuna as FAIL and costs budget.
 - Studies live in an sqlite storage, so a search that stops resumes where it
@@ -125,7 +126,8 @@ class BenchOptunaSweeper(Sweeper):
 
     def _space_for(self, overrides: List[str], space: Dict[str, Any]) -> Dict[str, Any]:
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
-        kept = {k: d for k, d in space.items() if OmegaConf.select(cfg, k, default=None) is not None}
+        kept = {k: d for k, d in space.items() if OmegaConf.select(cfg, k, default=None) is not None
+                and (k != "estimator.tau" or _has_temperature(cfg.estimator.name))}
         dropped = sorted(set(space) - set(kept))
         if dropped:
             log.info(f"[optuna] {' '.join(overrides) or 'defaults'}: no key {dropped}, not tuned")
@@ -179,6 +181,11 @@ class BenchOptunaSweeper(Sweeper):
         t = study.best_trial
         return {"overrides": list(base) + [f"{k}={v}" for k, v in t.params.items()],
                 "value": float(t.value), "trials": len(study.trials)}
+
+
+def _has_temperature(estimator: str) -> bool:
+    import estimators
+    return estimators.get(estimator).temperature
 
 
 def _objective(result) -> Optional[float]:

@@ -1,5 +1,6 @@
 """Conditioning types: how the condition (and, in the sequence model, z) enters
-a network. One small module per type, chosen by name (DESIGN.md §4):
+a network. One file per type, found by discovery; the contract and the hooks
+a model family calls are in `models.conditioning.base`.
 
 | name   | module                         | image model (MLP)                 | sequence model (transformer)          |
 |--------|--------------------------------|-----------------------------------|---------------------------------------|
@@ -13,45 +14,37 @@ FiLM's γ, β come from a zero-initialised linear map, so every FiLM block start
 as the identity and a FiLM network at initialisation equals the same network
 without conditioning (Perez et al. 2018; zero-init as in x-transformers).
 
-    cls = models.conditioning.get("film")            # the module class
+    cls = models.conditioning.get("film")            # the class (hooks + module)
     models.conditioning.supported("image")           # ['add', 'concat', 'film']
     models.conditioning.check("xattn", "image")      # ValueError naming the supported ones
+
+Another installed package adds a type through the entry-point group
+`discrete_latent_bench.conditioning` (README, "Adding a conditioning type").
 """
 from __future__ import annotations
 
-from ..registry import Registry
-from .add import Add
-from .concat import Concat
-from .film import FiLM
-from .prefix import Prefix
-from .xattn import CrossAttention
-
-CONDITIONING: Registry[type] = Registry("conditioning")
-for _cls in (Concat, Add, FiLM, CrossAttention, Prefix):
-    CONDITIONING.register(_cls.name)(_cls)
-
-DEFAULT = "film"
+from .base import CONDITIONING, Conditioning, DecoderTokens, register
 
 
 def names() -> list[str]:
     return CONDITIONING.names()
 
 
-def get(name: str) -> type:
+def get(name: str) -> type[Conditioning]:
     return CONDITIONING.get(name)
 
 
 def supported(family: str) -> list[str]:
-    """Conditioning types a model family supports."""
-    return [n for n in names() if family in CONDITIONING.get(n).families]
+    """Conditioning types a model family supports (each type's `families`)."""
+    return [n for n in names() if family in get(n).families]
 
 
 def check(name: str, family: str) -> None:
     """Refuse an unknown name or one the family does not support, naming the supported ones."""
-    get(name)
     if family not in get(name).families:
         raise ValueError(f"conditioning {name!r} is not supported by the {family} model; "
                          f"supported: {supported(family)}")
 
 
-__all__ = ["Add", "Concat", "CrossAttention", "FiLM", "Prefix", "check", "get", "names", "supported"]
+__all__ = ["CONDITIONING", "Conditioning", "DecoderTokens", "check", "get", "names",
+           "register", "supported"]

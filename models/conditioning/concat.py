@@ -2,27 +2,21 @@
 
     Concat(d_in, d_cond, d_out)(h (..., [T,] d_in), c (..., d_cond)) -> (..., [T,] d_out)
 
-It replaces the first linear layer: Linear([h, c]). A vector condition is
-broadcast over a token axis when h has one more dimension than c.
+It replaces the first linear layer: Linear([h, c]). In the sequence model
+every token embedding is concatenated with the summed latent slots.
 """
 from __future__ import annotations
-
-from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-
-def broadcast_to_tokens(h: Tensor, c: Tensor) -> Tensor:
-    """c (..., E) -> (..., T, E) when h carries a token axis c lacks."""
-    if h.dim() == c.dim() + 1:
-        c = c.unsqueeze(-2).expand(*h.shape[:-1], c.shape[-1])
-    return c
+from .base import Conditioning, InlineInput, broadcast_to_tokens, register
 
 
-class Concat(nn.Module):
-    name: ClassVar[str] = "concat"
-    families: ClassVar[tuple[str, ...]] = ("image", "sequence")
+@register
+class Concat(Conditioning):
+    name = "concat"
+    families = ("image", "sequence")
 
     def __init__(self, d_in: int, d_cond: int, d_out: int):
         super().__init__()
@@ -30,3 +24,11 @@ class Concat(nn.Module):
 
     def forward(self, h: Tensor, c: Tensor) -> Tensor:
         return self.proj(torch.cat([h, broadcast_to_tokens(h, c)], -1))
+
+    @classmethod
+    def mlp_input(cls, d_in: int, d_cond: int, d_out: int) -> nn.Module:
+        return cls(d_in, d_cond, d_out)
+
+    @classmethod
+    def decoder_input(cls, d_model: int, n_heads: int, config, n_memory: int) -> nn.Module:
+        return InlineInput(inject=cls(d_model, d_model, d_model))

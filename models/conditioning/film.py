@@ -2,23 +2,24 @@
 
     FiLM(d_model, d_cond)(h, c) = (1 + γ(c)) · h + β(c),   [γ, β] = W c + b
 
-Callers apply it directly after a LayerNorm, so a block computes
-(1 + γ) · norm(h) + β. W and b start at zero: at initialisation every FiLM
-block is the identity and the network equals its unconditioned version; the
+Applied directly after a LayerNorm, so a block computes (1 + γ) · norm(h) + β:
+after every block's norm in the image MLP, on both norms of every decoder
+block in the sequence model (from the summed latent slots). W and b start at
+zero: at initialisation every FiLM block is the identity and the network
+equals its unconditioned version (zero-init as in x-transformers); the
 gradient with respect to W is not zero, so the conditioning is learned.
 """
 from __future__ import annotations
 
-from typing import ClassVar
-
 from torch import Tensor, nn
 
-from .concat import broadcast_to_tokens
+from .base import Conditioning, broadcast_to_tokens, register
 
 
-class FiLM(nn.Module):
-    name: ClassVar[str] = "film"
-    families: ClassVar[tuple[str, ...]] = ("image", "sequence")
+@register
+class FiLM(Conditioning):
+    name = "film"
+    families = ("image", "sequence")
 
     def __init__(self, d_model: int, d_cond: int):
         super().__init__()
@@ -29,3 +30,11 @@ class FiLM(nn.Module):
     def forward(self, h: Tensor, c: Tensor) -> Tensor:
         gamma, beta = broadcast_to_tokens(h, self.proj(c)).chunk(2, -1)
         return (1 + gamma) * h + beta
+
+    @classmethod
+    def mlp_block(cls, d_model: int, d_cond: int) -> nn.Module:
+        return cls(d_model, d_cond)
+
+    @classmethod
+    def block_modulation(cls, d_model: int, d_cond: int) -> nn.Module:
+        return cls(d_model, d_cond)

@@ -12,22 +12,10 @@ from the generator handed to `Task.sample`.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from typing import Any
 
-from ..registry import Registry, check_options
-from .base import SPLITS, Task
-from .images import load_digits, load_fashion_mnist, load_mnist
-from .strategies import load_strategies
-from .toy import load_toy
-
-TASKS: Registry[Callable[..., Task]] = Registry("task")
-TASKS.register("digits")(load_digits)
-TASKS.register("mnist")(load_mnist)
-TASKS.register("fashion_mnist")(load_fashion_mnist)
-TASKS.register("strategies")(load_strategies)
-TASKS.register("toy")(load_toy)
-
-DEFAULT = "digits"
+from ..registry import check_options
+from .base import SPLITS, TASKS, Task, register
 
 
 def names() -> list[str]:
@@ -41,11 +29,11 @@ def options(name: str) -> dict[str, Any]:
             if p.kind is p.KEYWORD_ONLY and p.name not in ("device", "seed")}
 
 
-def load(name: str = DEFAULT, device="cpu", seed: int = 0, **opts) -> Task:
+def load(name: str = "digits", device="cpu", seed: int = 0, **opts) -> Task:
     """Load task `name` onto `device`; unknown names or options raise ValueError."""
     loader = TASKS.get(name)
     check_options(f"task {name!r}", opts, options(name))
     return loader(device=device, seed=seed, **opts)
 
 
-__all__ = ["SPLITS", "Task", "load", "names", "options"]
+__all__ = ["SPLITS", "TASKS", "Task", "load", "names", "options", "register"]

@@ -18,8 +18,16 @@ import torch
 from torch import Tensor
 
 from ..data import Batch
+from ..registry import Registry
 
 SPLITS = ("train", "val", "test")
+
+# name -> loader(*, device, seed, **options) -> Task; every module of this
+# package is imported on first lookup, so a task is one file with a
+# `@register("<name>")` loader (plus conf/task/<name>.yaml for bench.run)
+TASKS: Registry[Callable[..., "Task"]] = Registry(
+    "task", package=__name__.rsplit(".", 1)[0], entry_points="discrete_latent_bench.tasks")
+register = TASKS.register
 
 # (batch, generator) -> batch; applied to every minibatch `sample` draws
 Transform = Callable[[Batch, Optional[torch.Generator]], Batch]

@@ -1,7 +1,7 @@
 """Binarised image tasks: `digits` (embedded), `mnist`, `fashion_mnist` (IDX files).
 
 Batch: x (B, P) float pixels in {0, 1}; c (B,) long class label; truth None.
-spec:  family "image", n_pixels P, shape (H, W), n_classes.
+spec:  n_pixels P, shape (H, W), n_classes.
 
 Binarisation (grey levels scaled to [0, 1] first):
   static  + threshold t   x = 1[p > t]                       (deterministic)
@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..data import Batch
 from ..registry import check_choice, check_range
-from .base import Task, split_indices
+from .base import Task, register, split_indices
 from .idx import read_idx
 
 BINARIZE = ("static", "dynamic")
@@ -56,7 +56,7 @@ def image_task(name: str, pixels: Tensor, labels: Tensor, splits: dict[str, Tens
     else:
         transform = _bernoulli
     data = {k: Batch(pixels[idx], labels[idx], None) for k, idx in splits.items()}
-    spec = {"family": "image", "n_pixels": pixels.shape[1], "shape": tuple(shape),
+    spec = {"n_pixels": pixels.shape[1], "shape": tuple(shape),
             "n_classes": n_classes, "binarize": binarize}
     return Task(name, "image", spec, data, device=device, seed=seed, transform=transform)
 
@@ -77,6 +77,7 @@ def read_sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
     return table[:, :-1], table[:, -1].astype(np.int64)
 
 
+@register("digits")
 def load_digits(*, device="cpu", seed: int = 0, binarize: str = "dynamic",
                 threshold: Optional[float] = 0.5, val_fraction: float = 0.1,
                 test_fraction: float = 0.2) -> Task:
@@ -124,6 +125,7 @@ def read_mnist_dir(data_dir: str | Path, dataset: str) -> dict[str, tuple[np.nda
 
 
 def _idx_task(dataset: str, data_dir, device, seed, binarize, threshold, val_size) -> Task:
+    check_binarize(binarize, threshold)
     files = read_mnist_dir(data_dir, dataset)
     (tr_img, tr_lab), (te_img, te_lab) = files["train"], files["test"]
     shape = tr_img.shape[1:]
@@ -141,17 +143,17 @@ def _idx_task(dataset: str, data_dir, device, seed, binarize, threshold, val_siz
                       threshold if binarize == "static" else None, device, seed, n_classes)
 
 
-def load_mnist(*, device="cpu", seed: int = 0, data_dir: str = "data/mnist",
-               binarize: str = "dynamic", threshold: Optional[float] = 0.5,
-               val_size: int = 10000) -> Task:
-    """MNIST from the four standard IDX files in `data_dir` (LeCun et al. 1998)."""
-    check_binarize(binarize, threshold)
-    return _idx_task("mnist", data_dir, device, seed, binarize, threshold, val_size)
+def _idx_loader(dataset: str, doc: str):
+    """The loader of an MNIST-format data set: the four standard IDX files."""
+    def load(*, device="cpu", seed: int = 0, data_dir: str = f"data/{dataset}",
+             binarize: str = "dynamic", threshold: Optional[float] = 0.5,
+             val_size: int = 10000) -> Task:
+        return _idx_task(dataset, data_dir, device, seed, binarize, threshold, val_size)
+    load.__doc__ = doc
+    return load
 
 
-def load_fashion_mnist(*, device="cpu", seed: int = 0, data_dir: str = "data/fashion_mnist",
-                       binarize: str = "dynamic", threshold: Optional[float] = 0.5,
-                       val_size: int = 10000) -> Task:
-    """Fashion-MNIST (Xiao et al. 2017): same file names and format as MNIST."""
-    check_binarize(binarize, threshold)
-    return _idx_task("fashion_mnist", data_dir, device, seed, binarize, threshold, val_size)
+load_mnist = register("mnist")(_idx_loader(
+    "mnist", "MNIST from the four standard IDX files in `data_dir` (LeCun et al. 1998)."))
+load_fashion_mnist = register("fashion_mnist")(_idx_loader(
+    "fashion_mnist", "Fashion-MNIST (Xiao et al. 2017): same file names and format as MNIST."))

@@ -3,7 +3,7 @@ of the context — a task with a known discrete latent.
 
 Batch: c (B, Lc) long context tokens; x (B, L) long target tokens (L = Lc);
        truth (B,) long index of the transformation applied (evaluation only).
-spec:  family "sequence", vocab_size, n_symbols, length, context_length,
+spec:  vocab_size, n_symbols, length, context_length,
        n_strategies, strategies (names), specials {name: id}.
 
 Token ids: the first len(SPECIALS) ids are reserved for the sequence template
@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..data import Batch
 from ..registry import check_range
-from .base import Task
+from .base import Task, register
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<x>", "</x>", "<z>", "</z>", "<y>", "</y>")
 N_SPECIAL = len(SPECIALS)
@@ -84,6 +84,7 @@ def generate(n: int, length: int, vocab: int, names: Sequence[str],
     return Batch(target + N_SPECIAL, sym + N_SPECIAL, which)
 
 
+@register("strategies")
 def load_strategies(*, device="cpu", seed: int = 0, length: int = 8, vocab: int = 10,
                     strategies: Union[int, Sequence[str]] = 4, n_train: int = 10000,
                     n_val: int = 1000, n_test: int = 1000) -> Task:
@@ -96,7 +97,7 @@ def load_strategies(*, device="cpu", seed: int = 0, length: int = 8, vocab: int 
     g = torch.Generator().manual_seed(seed)
     splits = {k: generate(n, length, vocab, names, g)
               for k, n in (("train", n_train), ("val", n_val), ("test", n_test))}
-    spec = {"family": "sequence", "vocab_size": N_SPECIAL + vocab, "n_symbols": vocab,
+    spec = {"vocab_size": N_SPECIAL + vocab, "n_symbols": vocab,
             "length": length, "context_length": length, "n_strategies": len(names),
             "strategies": names, "specials": {s: i for i, s in enumerate(SPECIALS)}}
     return Task("strategies", "sequence", spec, splits, device=device, seed=seed)

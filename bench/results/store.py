@@ -1,4 +1,4 @@
-"""Read a study out of the MLflow store in bulk, for `bench.tables`.
+"""Read a study out of the MLflow store in bulk, for `python -m bench.tables`.
 
 Contract: `load_study(client, experiment, sweep)` returns a `Study` with one row
 per job run (`jobs`) and one per sweep parent (`parents`), built from paged
@@ -9,10 +9,10 @@ store's bulk history call where the store has one (sqlite/SQL stores, or the
 tracking server's `get-history-bulk` route), and falls back to one
 `get_metric_history` call per run otherwise.
 
-The run schema is the harness's (issue 4): a sweep's parent run carries the tag
+The run schema is the harness's: a sweep's parent run carries the tag
 `sweep_id` and, once the sweep ends, the counts `sweep.finished`,
 `sweep.failed`, `sweep.skipped`; each job is a child run (tag
-`mlflow.parentRunId`) tagged with `JOB_TAGS`; a single run has no parent.
+`mlflow.parentRunId`) tagged with the labels `LABEL_KEYS`; a single run has no parent.
 A job the harness skipped (its config had already FINISHED) leaves no run,
 only the parent's tag `skipped.<job num> = <earlier run id>`; those earlier runs
 are fetched too (flag `reused`) so that a sweep's tables show every job of it.
@@ -25,19 +25,12 @@ from dataclasses import dataclass
 from typing import Iterable, Optional
 
 import pandas as pd
-from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-try:  # the tag names the harness writes, defined once in bench.tracking
-    from bench.tracking import LABEL_KEYS, PARENT_TAG
-except ImportError:  # a bench.tracking from before the harness
-    LABEL_KEYS = ("estimator", "conditioning", "task", "latent", "kl", "free_bits",
-                  "free_bits_mode", "seed")
-    PARENT_TAG = "mlflow.parentRunId"
+from ..tracking.identity import LABEL_KEYS, PARENT_TAG
+from ..tracking.store import retrying, search_pages
 
-# The tags that name a job's setting (the harness's labels, one name end to end).
-JOB_TAGS = tuple(LABEL_KEYS)
-RUN_TAGS = JOB_TAGS + ("sweep_id", "config_hash", "failure_reason", "git_commit")
+RUN_TAGS = LABEL_KEYS + ("sweep_id", "config_hash", "failure_reason", "git_commit")
 SWEEP_COUNTS = ("sweep.finished", "sweep.failed", "sweep.skipped", "sweep.killed")
 SKIPPED_PREFIX = "skipped."  # on a parent: skipped.<job num> = id of the earlier run
 PARAM_GROUPS = ("estimator", "task")  # config groups whose params come along as params.<key>
@@ -68,17 +61,9 @@ class Study:
 
 
 def search_all(client: MlflowClient, experiment_id: str, filter_string: str = "") -> list:
-    """Every active run matching the filter, page by page."""
-    runs, token = [], None
-    while True:
-        page = client.search_runs(
-            [experiment_id], filter_string, ViewType.ACTIVE_ONLY,
-            max_results=PAGE, order_by=["attributes.start_time ASC"], page_token=token,
-        )
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+    """Every active run matching the filter, in pages of PAGE, oldest first."""
+    return search_pages(client, experiment_id, filter_string, page_size=PAGE,
+                        order_by=["attributes.start_time ASC"])
 
 
 def _row(run) -> dict:
@@ -97,16 +82,16 @@ def _row(run) -> dict:
     row["skipped_runs"] = {k[len(SKIPPED_PREFIX):]: v for k, v in tags.items()
                            if k.startswith(SKIPPED_PREFIX)}
     row.update(run.data.metrics)  # latest value per metric key
-    # the estimator's and task's options, for variant labels (bench.tables.add_variants)
+    # the estimator's and task's options, for variant labels (tables.add_variants)
     row.update({f"params.{k}": v for k, v in run.data.params.items()
                 if k.split(".", 1)[0] in PARAM_GROUPS})
     return row
 
 
 def _experiment(client: MlflowClient, name: str):
-    exp = client.get_experiment_by_name(name)
+    exp = retrying(client.get_experiment_by_name, name)
     if exp is None or exp.lifecycle_stage != "active":
-        names = sorted(e.name for e in client.search_experiments())
+        names = sorted(e.name for e in retrying(client.search_experiments))
         raise NoRunsError(
             f"experiment {name!r} not found in {client.tracking_uri}; "
             f"experiments there: {', '.join(map(repr, names)) or 'none'}"
@@ -156,7 +141,7 @@ def load_study(client: MlflowClient, experiment: str, sweep: Optional[str] = Non
         where = f"sweep {sweep!r} of " if sweep else ""
         raise NoRunsError(f"{where}experiment {experiment!r} has no job runs (tag 'estimator')")
 
-    for col in JOB_TAGS:
+    for col in LABEL_KEYS:
         jobs[col] = jobs[col].fillna(MISSING).astype(str)
     jobs["sweep_id"] = jobs["sweep_id"].fillna(MISSING)
     jobs["failure_reason"] = jobs["failure_reason"].fillna("")
@@ -183,7 +168,7 @@ def _bulk_sql(store, run_ids: list[str], key: str) -> list[tuple]:
     for i in range(0, len(run_ids), SQL_BULK_RUNS):
         chunk = run_ids[i:i + SQL_BULK_RUNS]
         # One query per chunk and key; max_results bounds the whole answer.
-        for m in store.get_metric_history_bulk(chunk, key, max_results=10**9):
+        for m in retrying(store.get_metric_history_bulk, chunk, key, max_results=10**9):
             out.append((m.run_id, key, m.step, m.timestamp, m.value))
     return out
 
@@ -214,7 +199,7 @@ def _bulk_server(store, run_ids: list[str], key: str) -> list[tuple]:
 
 def _per_run(client: MlflowClient, run_ids: list[str], key: str) -> list[tuple]:
     return [(rid, key, m.step, m.timestamp, m.value)
-            for rid in run_ids for m in client.get_metric_history(rid, key)]
+            for rid in run_ids for m in retrying(client.get_metric_history, rid, key)]
 
 
 def fetch_curves(client: MlflowClient, run_ids: Iterable[str], keys: Iterable[str]) -> pd.DataFrame:

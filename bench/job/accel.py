@@ -84,7 +84,6 @@ class StepModel:
     else (`latent`, `parameters`, ...) is the model's own."""
 
     def __init__(self, model, device: torch.device, precision: str = "fp32", compile: bool = False):
-        precision = str(getattr(precision, "value", precision))
         if precision not in ("fp32", "tf32", "bf16"):
             raise ValueError(f"train.precision={precision!r} is not valid; valid values: bf16, fp32, tf32")
         self.model, self.precision, self.want_compile = model, precision, bool(compile)
@@ -123,7 +122,7 @@ class StepModel:
 def step_view(model, device: torch.device, precision: str = "fp32", compile: bool = False):
     """What the training step calls: the model itself for plain fp32 eager runs
     (no wrapper on the hot path), else a StepModel."""
-    if str(getattr(precision, "value", precision)) == "fp32" and not compile:
+    if precision == "fp32" and not compile:
         set_tf32(False)
         return model
     return StepModel(model, device, precision, compile)

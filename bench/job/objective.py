@@ -4,19 +4,20 @@ sampled term plus the analytic KL, weighted by beta(t) and clamped by free bits.
     obj = objective(model, est, batch, beta=1.0, free_bits=0.0, mode="batch")
     (obj.loss + obj.aux_loss).backward()       # aux_loss may be None
 
-Single-sample estimators (all but vimco) get f(z) = log p(x | z, c), and the
+Estimators of an expectation (`Estimator.target == "expectation"`) get
+f(z) = log p(x | z, c), and the
 loss is  est.loss + beta * FB(KL(q(z|x,c) || p(z|c)))  with KL analytic per
 latent variable (B, D). `obj.elbo` (B,) is the unweighted, unclamped
 E log p(x|z,c) - KL, as estimated this step (for gumbel: at the relaxed sample).
 
-Multi-sample bounds (vimco) get f(z) = log p(x|z,c) + beta * (log p(z|c) - log q(z|x,c))
+Estimators of a multi-sample bound (`target == "bound"`: vimco) get f(z) = log p(x|z,c) + beta * (log p(z|c) - log q(z|x,c))
 and no separate KL: at beta = 1 the target is the IWAE bound and `obj.elbo`
-is that bound. Free bits are refused for them (bench.validate).
+is that bound. Free bits are refused for them (`Estimator.free_bits`).
 
 Models without a prior (`model.prior(batch) is None`, the toy) have no KL:
 the estimator maximises E f directly.
 
-Free bits (DESIGN.md §5), lambda in nats, kl (B, D):
+Free bits, lambda in nats, kl (B, D) (implementations differ, so the mode is named):
     batch    sum_j max(lambda, mean_b kl_bj)   (Kingma et al. 2016)
     per_dim  mean_b sum_j max(lambda, kl_bj)
     total    mean_b max(lambda, sum_j kl_bj)
@@ -29,9 +30,6 @@ from typing import Optional
 
 import torch
 from torch import Tensor
-
-MULTI_SAMPLE = ("vimco",)   # estimators whose target is a multi-sample bound
-
 
 def free_bits(kl: Tensor, lam: float, mode: str) -> Tensor:
     """The KL term to minimise: kl (B, D) -> scalar."""
@@ -55,15 +53,12 @@ class Objective:
     metrics: dict[str, Tensor] = field(default_factory=dict)
 
 
-def objective(model, est, batch, beta: float, lam: float = 0.0, mode: str = "batch",
-              multi_sample: Optional[bool] = None) -> Objective:
+def objective(model, est, batch, beta: float, lam: float = 0.0, mode: str = "batch") -> Objective:
     params = model.posterior(batch)               # (B, D, K) logits | (B, D, 2)
     prior = model.prior(batch)                    # broadcastable params | None
     context = model.context(batch)                # (B, C) detached
     latent = model.latent
-    multi = est.name in MULTI_SAMPLE if multi_sample is None else multi_sample
-
-    if multi:
+    if est.target == "bound":
         def f(z: Tensor) -> Tensor:               # z (S, B, D, K) -> (S, B)
             ll = model.log_likelihood(batch, z)
             if prior is None:

@@ -66,7 +66,7 @@ class Cyclical:
 
 def kl_schedule(kl, steps: int) -> Callable[[int], float]:
     """beta(t) for the `kl` config node (name, beta, warmup, cycles, ratio)."""
-    name = str(getattr(kl.name, "value", kl.name))
+    name = kl.name
     if name == "constant":
         return Constant(kl.beta)
     if name == "linear":
@@ -98,6 +98,6 @@ class Temperature:
 
 
 def temperature_schedule(temp, start: float, steps: int) -> Temperature:
-    kind = str(getattr(temp.schedule, "value", temp.schedule))
+    kind = temp.schedule
     final = start if temp.final is None else float(temp.final)
     return Temperature(float(start), final, steps, kind if final != start else "constant")

@@ -1,10 +1,11 @@
 """Structured-config schema of `bench.run`: the types, defaults and choices of
-every key. Registered with Hydra's ConfigStore as `base_config`, the first
+every key, each default written here only (conf/config.yaml holds the
+defaults list and Hydra's own settings). Registered with Hydra's ConfigStore as `base_config`, the first
 entry of `conf/config.yaml`'s defaults list, so a wrong type or an unknown
 choice (`device=gpu`, `kl.free_bits_mode=foo`) fails while Hydra composes the
 config, naming the key and the valid values. Checks that need a registry or
-relate two keys (estimator options, n_samples >= min_samples, ranges) live in
-`bench.validate`, which runs before anything is built.
+relate two keys (estimator options, ranges) live in `bench.config.validate`,
+which runs before anything is built.
 
 Groups whose options differ per choice (`estimator`, `task`, `conditioning`,
 `model`) are open dicts with a required `name`; everything else is typed here.
@@ -64,7 +65,7 @@ class TrainConf:
     estimator_lr: float = 1e-3  # Adam, the estimator's own parameters (aux_loss)
     eval_every: int = 500       # val / grad / collapse metrics (also at 0 and last step)
     log_every: int = 100        # train/* and perf/* (host sync only here)
-    precision: Precision = Precision.fp32  # fp32 | tf32 | bf16 (bench.accel; bf16 not for rebar/relax/vimco)
+    precision: Precision = Precision.fp32  # fp32 | tf32 | bf16 (networks only; estimators stay fp32; bf16 refused where Estimator.bf16_safe is False)
     compile: bool = False       # torch.compile the model's forward pieces (eager fallback, warned)
 
 
@@ -99,7 +100,7 @@ class KLConf:
 @dataclass
 class TemperatureConf:
     schedule: TemperatureSchedule = TemperatureSchedule.constant
-    final: Optional[float] = None  # end temperature; start is estimator.tau
+    final: Optional[float] = None  # end temperature; start is estimator.tau (estimators with a `temperature`)
 
 
 @dataclass

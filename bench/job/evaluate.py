@@ -1,4 +1,4 @@
-"""Evaluation at fixed parameters: what `bench.train` logs every `train.eval_every` steps.
+"""Evaluation at fixed parameters: what `bench.job.train` logs every `train.eval_every` steps.
 
     ev = Evaluator(cfg, task, model, est, lam, mode)
     ev(step, beta) -> {"val/elbo": ..., "grad/log10_var": ..., "collapse/...": ...}
@@ -6,35 +6,26 @@
 - val/*, collapse/*, latent/*   `models.evaluate` on the first `eval.batch_size`
               validation examples, model in eval mode (no latent dropout):
               val/recon, val/kl (analytic), val/elbo = recon - kl, val/iwae with
-              S = `eval.iwae_samples`; collapse metrics of DESIGN.md §6;
+              S = `eval.iwae_samples`; collapse metrics (models.metrics);
               latent/strategy_nmi on `strategies`. Toy: val/elbo = E f exactly.
 - grad/*      `estimators.gradient_stats` of the training objective on a fixed
               training minibatch, over the encoder's parameters: log10_var, snr,
-              seconds_per_estimate; bias and cosine against the `exact` estimator
-              when the latent is categorical with K^D <= eval.exact_max_configs.
+              seconds_per_estimate; bias and cosine against exact enumeration
+              when the latent is categorical, the target an expectation and
+              K^D <= eval.exact_max_configs. A deterministic estimator (its
+              class says so) logs bias 0 and cosine 1 instead of a variance of 0.
 
 Randomness: all of it runs inside `torch.random.fork_rng`, so evaluating
 (or not) never changes the training trajectory of a seed.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 import estimators
 import models
-from .objective import MULTI_SAMPLE, objective
-
-
-def encoder_params(model) -> Optional[list[str]]:
-    """Names (prefixes) of q(z|x,c)'s parameters: the model's own answer when it
-    has one, else submodules whose name says encoder/posterior; None = all."""
-    if hasattr(model, "posterior_parameter_names"):
-        return list(model.posterior_parameter_names())
-    names = [n for n, _ in model.named_children()
-             if any(s in n for s in ("enc", "posterior", "inference"))]
-    return [n + "." for n in names] or None
+from estimators.exact import Exact
+from .objective import objective
 
 
 def _first(batch, n: int):
@@ -48,13 +39,13 @@ class Evaluator:
         self.val = _first(task.split("val"), cfg.eval.batch_size)
         g = task.generator(cfg.seed + 7919)           # a fixed minibatch for grad stats
         self.gbatch = task.sample("train", cfg.eval.grad_batch_size, g)
-        self.params = encoder_params(model)
+        self.params = list(model.posterior_parameter_names())   # q(z|x,c)'s parameters
         lat = model.latent
-        enumerable = (lat.estimator_kind == "categorical" and est.name not in MULTI_SAMPLE
+        enumerable = (lat.estimator_kind == "categorical" and est.target == "expectation"
                       and lat.K ** lat.D <= cfg.eval.exact_max_configs)
-        self.exact = estimators.build("exact", max_configs=cfg.eval.exact_max_configs) \
-            if enumerable and est.name != "exact" else None
-        self.exact_is_self = enumerable and est.name == "exact"
+        self.exact = Exact(max_configs=cfg.eval.exact_max_configs) \
+            if enumerable and not est.deterministic else None
+        self.exact_is_self = enumerable and est.deterministic
         self.device = next(model.parameters()).device
 
     def __call__(self, step: int, beta: float) -> dict[str, float]:
@@ -76,7 +67,7 @@ class Evaluator:
 
     def metrics(self) -> dict[str, float]:
         """val/*, collapse/*, latent/* from models.evaluate (one source of truth
-        for the definitions, DESIGN.md §6)."""
+        for the definitions)."""
         out = models.evaluate(self.model, self.val, n_iw=self.cfg.eval.iwae_samples)
         return {k: float(v) for k, v in out.items()}
 

@@ -1,26 +1,8 @@
 """Hydra callback that owns the sweep-level MLflow state, in the launching
-process (wired in conf/config.yaml under `hydra.callbacks`).
-
-Contract with the jobs (bench.job): the launching process fixes
-
-    MLFLOW_TRACKING_URI   absolute, fixed once before Hydra changes anything
-    BENCH_EXPERIMENT_ID   the experiment, created here once: parallel workers
-    BENCH_EXPERIMENT_NAME creating a new sqlite store race and can corrupt it,
-                          and `set_experiment` racing in workers can file runs
-                          under Default (DESIGN.md §9)
-    BENCH_GIT_COMMIT      asked of git once per sweep
-    BENCH_PARENT_RUN_ID   multirun only: the sweep's parent run
-    BENCH_SWEEP_ID        multirun only: the `sweep_id` tag of parent and children
-
-and hands them to the jobs twice: as environment variables of the launching
-process (inherited by basic, joblib/loky and submitit_local jobs; sbatch
-exports it by default), and as the state of this callback object, which every
-launcher that runs jobs elsewhere pickles along with Hydra's context (joblib,
-submitit, Ray). `on_job_start`, which Hydra calls inside each job process,
-writes that state back into the job's environment, so a job whose environment
-was not inherited (SLURM with `--export=NONE`, a Ray worker on another node)
-still logs to the same store, experiment and parent. The MLflow client is not
-pickled; the ids are.
+process (wired in conf/config.yaml under `hydra.callbacks`): it creates the
+store and the experiment once, the sweep's parent run, and the `Handoff`
+(bench.tracking.handoff) that every job reads. The MLflow client is not
+pickled into jobs; the hand-off is.
 
 A sweep through `hydra/launcher=submitit_local` with Hydra's basic sweeper
 starts all its jobs at once unless `hydra.sweeper.max_batch_size` is set;
@@ -43,19 +25,18 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from . import tracking as T
+from . import identity as I
+from . import sink as W
+from . import store as S
+from .handoff import Handoff
 
-SWEEP_KEYS = ("BENCH_PARENT_RUN_ID", "BENCH_SWEEP_ID")
 
-
-def _export(uri: str, cfg: DictConfig) -> tuple[Any, str]:
-    T.configure(cfg.mlflow.patience_s, uri)
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    exp_id = T.ensure_experiment(uri, cfg.mlflow.experiment)
-    os.environ["BENCH_EXPERIMENT_ID"] = exp_id
-    os.environ["BENCH_EXPERIMENT_NAME"] = cfg.mlflow.experiment
-    T.git_commit()                        # cached in BENCH_GIT_COMMIT for the jobs
-    return T.client(uri), exp_id
+def _prepare(cfg: DictConfig) -> Handoff:
+    """The store and experiment, created here once, and the hand-off for the jobs."""
+    uri = S.resolve_tracking_uri()
+    S.configure(cfg.mlflow.patience_s, uri)
+    exp_id = S.ensure_experiment(uri, cfg.mlflow.experiment)
+    return Handoff(uri, exp_id, cfg.mlflow.experiment, I.git_commit())
 
 
 SUBMITIT_LOCAL = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
@@ -82,33 +63,22 @@ class TrackingCallback(Callback):
         self.parent: str | None = None
         self.client = None
         self.exp_id: str | None = None
-        self.env: dict[str, str] = {}     # what the jobs must see (module docstring)
-
-    def _remember(self) -> None:
-        keys = ("MLFLOW_TRACKING_URI", "BENCH_EXPERIMENT_ID", "BENCH_EXPERIMENT_NAME",
-                "BENCH_GIT_COMMIT", *SWEEP_KEYS)
-        self.env = {k: os.environ[k] for k in keys if os.environ.get(k)}
+        self.handoff: Handoff | None = None
 
     def __getstate__(self) -> dict:
-        # launchers pickle this object into every job: ids travel, the client does not
+        # launchers pickle this object into every job: the hand-off travels, the client does not
         return {**self.__dict__, "client": None}
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """In the job's process: the launching process's ids, whatever the
+        """In the job's process: the launching process's hand-off, whatever the
         launcher did with the environment."""
-        if not self.env:
-            return
-        if "BENCH_PARENT_RUN_ID" not in self.env:       # a single run has no parent
-            for k in SWEEP_KEYS:
-                os.environ.pop(k, None)
-        os.environ.update(self.env)
+        if self.handoff is not None:
+            self.handoff.export()
 
     # -- single run --------------------------------------------------------
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        for k in SWEEP_KEYS:
-            os.environ.pop(k, None)
-        _export(T.resolve_tracking_uri(), config)
-        self._remember()
+        self.handoff = _prepare(config)
+        self.handoff.export()
 
     # -- multirun ----------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -116,37 +86,38 @@ class TrackingCallback(Callback):
         hint = oversubscription_hint(config, cores)
         if hint:
             print(hint, file=sys.stderr, flush=True)
-        self.client, self.exp_id = _export(T.resolve_tracking_uri(), config)
-        sid = T.sweep_id()
+        h = _prepare(config)
+        self.client, self.exp_id = S.client(h.uri), h.experiment_id
+        sid = I.sweep_id()
         overrides = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
-        run = T.retrying(self.client.create_run, self.exp_id, tags={
-            T.RUN_NAME_TAG: f"sweep {sid}",
+        run = S.retrying(self.client.create_run, self.exp_id, tags={
+            I.RUN_NAME_TAG: f"sweep {sid}",
             "sweep_id": sid,
             "sweep.parent": "true",
             "sweep.overrides": " ".join(overrides),
             "sweep.dir": str(config.hydra.sweep.dir),
-            "git_commit": T.git_commit(),
+            "git_commit": h.git_commit,
         })
         self.parent = run.info.run_id
-        os.environ["BENCH_PARENT_RUN_ID"] = self.parent
-        os.environ["BENCH_SWEEP_ID"] = sid
-        self._remember()
+        h.parent_run_id, h.sweep_id = self.parent, sid
+        self.handoff = h
+        h.export()
         atexit.register(self._abandon)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.parent is None:
             return
-        kids = T.children(self.client, self.exp_id, self.parent)
-        parent_tags = T.retrying(self.client.get_run, self.parent).data.tags
+        kids = S.children(self.client, self.exp_id, self.parent)
+        parent_tags = S.retrying(self.client.get_run, self.parent).data.tags
         skipped = {k.split(".", 1)[1]: v for k, v in parent_tags.items() if k.startswith("skipped.")}
         counts = {s: sum(r.info.status == s for r in kids)
                   for s in ("FINISHED", "FAILED", "KILLED", "RUNNING")}
         tags = {"sweep.finished": counts["FINISHED"], "sweep.failed": counts["FAILED"],
                 "sweep.skipped": len(skipped), "sweep.killed": counts["KILLED"] + counts["RUNNING"]}
-        T.set_tags(self.client, self.parent, tags)
-        reused = {job: T.retrying(self.client.get_run, rid) for job, rid in skipped.items()}
+        W.set_tags(self.client, self.parent, tags)
+        reused = {job: S.retrying(self.client.get_run, rid) for job, rid in skipped.items()}
         print(summary_table(kids, reused, tags), file=sys.stdout, flush=True)
-        T.retrying(self.client.set_terminated, self.parent, "FINISHED")
+        S.retrying(self.client.set_terminated, self.parent, "FINISHED")
         self.parent = None
 
     def _abandon(self) -> None:
@@ -154,7 +125,7 @@ class TrackingCallback(Callback):
         if self.parent is None:
             return
         try:
-            for r in T.children(self.client, self.exp_id, self.parent):
+            for r in S.children(self.client, self.exp_id, self.parent):
                 if r.info.status == "RUNNING":
                     self.client.set_terminated(r.info.run_id, "KILLED")
             self.client.set_terminated(self.parent, "KILLED")

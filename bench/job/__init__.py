@@ -1,0 +1,11 @@
+"""One job, from a validated config to final metrics:
+
+    build      task, model and estimator from the config
+    train      the Trainer: steps, optimisers, the interval meter's flushes
+    meter      what is averaged and timed between logging steps
+    objective  the loss of one step (estimator surrogate + beta * free-bits KL)
+    schedules  beta(t) and the temperature schedule
+    evaluate   val/*, grad/*, collapse/* at fixed parameters
+    accel      precision and torch.compile of the model's forward pieces
+    runner     the Hydra job: validation, skip-if-done, the MLflow run, failures
+"""

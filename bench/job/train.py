@@ -1,0 +1,170 @@
+"""The training loop of one run: `train(cfg, log) -> final metrics`.
+
+    train(cfg, log=lambda step, metrics: ..., desc="gumbel-concat")
+    Trainer(cfg, log).run()                       # the same, as an object
+
+Steps count optimiser updates. At step s (updates done so far) the loop logs,
+in one `log(s, metrics)` call per step:
+- evaluation (bench.job.evaluate: val/*, grad/*, collapse/*) at s = 0, every
+  `train.eval_every` and at s = train.steps, so even a short run has a curve;
+- train/loss, train/elbo, train/kl, train/beta (means over the interval),
+  estimator/* (the estimator's own metrics, last value), perf/steps_per_s,
+  perf/peak_mem_mb, perf/eval_seconds, perf/wall_seconds every `train.log_every`.
+
+Between logging steps nothing leaves the device (bench.job.meter); a NaN/inf
+loss or evaluation metric raises `NonFiniteError` at the next flush.
+
+Device and speed: `device=auto` is CUDA when present; the data set lives on
+the device and minibatches are gathered there. The training step sees the
+model through bench.job.accel.step_view: the bare model for fp32 eager, else a
+StepModel applying `train.precision` (fp32 | tf32 | bf16: the networks only,
+estimators always fp32) and `train.compile` (torch.compile of the model's
+forward pieces, eager fallback with a warning; perf/compiled logs 1 while
+compiled code runs). Evaluation always uses the plain fp32 model.
+
+Per step: a minibatch drawn by index on the device, beta(t) from `kl`, the
+temperature schedule assigned to `est.tau` (estimators whose class declares
+`temperature`), the objective of bench.job.objective, one Adam step on the model
+and, when the estimator has parameters (learned baselines, control variates,
+REBAR's tau and eta), one Adam step of its own optimiser on `aux_loss`.
+Same seed, same device -> identical metrics (CPU).
+"""
+from __future__ import annotations
+
+import math
+import resource
+import sys
+import time
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from .accel import step_view
+from .build import build, pick_device
+from .evaluate import Evaluator
+from .meter import IntervalMeter
+from .objective import objective
+from .schedules import kl_schedule, temperature_schedule
+
+Log = Callable[[int, dict], None]
+
+
+class NonFiniteError(RuntimeError):
+    """The loss or an evaluation metric became NaN or infinite."""
+
+
+def peak_mem_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux: KiB
+
+
+class Trainer:
+    def __init__(self, cfg, log: Log, desc: str = ""):
+        self.cfg, self.log, self.desc = cfg, log, desc
+        self.device = device = pick_device(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.task, self.model, self.est = task, model, est = build(cfg, device)
+        self.steps = steps = cfg.train.steps
+        self.lam, self.mode = float(cfg.kl.free_bits), cfg.kl.free_bits_mode
+        self.beta = kl_schedule(cfg.kl, steps)
+        self.tau = temperature_schedule(cfg.temperature, est.tau, steps) if est.temperature else None
+        self.evaluator = Evaluator(cfg, task, model, est, self.lam, self.mode)
+
+        # dry run: estimators with lazily shaped networks (learned baseline, RELAX)
+        # create their parameters at the first call; their optimiser needs them.
+        # Eval mode and a forked RNG: no EMA update, no draw taken from training.
+        model.eval()
+        est.eval()
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            objective(model, est, self.evaluator.gbatch, self.beta(0), self.lam, self.mode)
+        self.opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+        est_params = [p for p in est.parameters() if p.requires_grad]
+        self.est_opt = torch.optim.Adam(est_params, lr=cfg.train.estimator_lr) if est_params else None
+        self.step_model = step_view(model, device, cfg.train.precision, cfg.train.compile)
+        self.final: dict[str, float] = {}
+
+    def run(self) -> dict[str, float]:
+        """Train for train.steps; return the last evaluation's metrics."""
+        cfg, steps = self.cfg, self.steps
+        gen = self.task.generator(cfg.seed)
+        nan_at = cfg.debug.nan_at_step
+        self.bar = tqdm(total=steps, desc=self.desc, file=sys.stdout, dynamic_ncols=True,
+                        mininterval=1.0, disable=not (cfg.progress and sys.stdout.isatty()))
+        self.meter = meter = IntervalMeter(self.device)
+        self.model.train()
+        self.est.train()
+        self.flush(0)
+        try:
+            for step in range(steps):
+                batch = self.task.sample("train", cfg.train.batch_size, gen)
+                if self.tau is not None:
+                    self.est.tau = self.tau(step)
+                obj = objective(self.step_model, self.est, batch, self.beta(step), self.lam, self.mode)
+                loss = obj.loss
+                if nan_at is not None and step == nan_at:
+                    loss = loss * float("nan")          # debug.nan_at_step: exercise the failure path
+                self.update(loss, obj.aux_loss)
+                meter.add(step, obj, loss)
+                self.bar.update(1)
+                done = step + 1
+                if done % cfg.train.log_every == 0 or done % cfg.train.eval_every == 0 or done == steps:
+                    self.flush(done)
+        except NonFiniteError:
+            raise
+        except Exception as e:
+            bad = meter.bad_step()
+            if bad is not None:     # the error is a consequence of an earlier NaN
+                raise NonFiniteError(f"non-finite train/loss at step {bad} "
+                                     f"(then {type(e).__name__}: {e})") from e
+            raise
+        finally:
+            self.bar.close()
+        return self.final
+
+    def update(self, loss: torch.Tensor, aux_loss) -> None:
+        """One Adam step on the model and, when it has parameters, one on the estimator."""
+        self.opt.zero_grad(set_to_none=True)
+        if self.est_opt is not None:
+            self.est_opt.zero_grad(set_to_none=True)
+        (loss if aux_loss is None else loss + aux_loss).backward()
+        self.opt.step()
+        if self.est_opt is not None:
+            self.est_opt.step()
+
+    def flush(self, step: int) -> None:
+        """Evaluate and/or log at `step` (updates done so far), one `log` call."""
+        cfg, meter = self.cfg, self.meter
+        metrics: dict[str, float] = {}
+        t_eval = time.perf_counter()
+        if step == 0 or step % cfg.train.eval_every == 0 or step == self.steps:
+            metrics.update(self.evaluator(step, self.beta(max(step - 1, 0))))
+            self.final = dict(metrics)
+        if meter.steps and (step % cfg.train.log_every == 0 or step == self.steps):
+            metrics.update(meter.flush(t_eval))
+            metrics["train/beta"] = self.beta(step - 1)
+            if self.tau is not None:
+                metrics["train/tau"] = self.tau(step - 1)
+            metrics["perf/peak_mem_mb"] = peak_mem_mb(self.device)
+            if cfg.train.compile:
+                metrics["perf/compiled"] = float(self.step_model.compiled)
+            self.bar.set_postfix(elbo=f"{metrics['train/elbo']:.2f}",
+                                 steps_s=f"{metrics['perf/steps_per_s']:.0f}", refresh=False)
+            bad = meter.bad_step()
+            if bad is not None:
+                raise NonFiniteError(f"non-finite train/loss at step {bad}")
+        if metrics:
+            metrics["perf/wall_seconds"] = time.perf_counter() - meter.t0
+            metrics["perf/eval_seconds"] = meter.eval_seconds + (time.perf_counter() - t_eval)
+            self.log(step, metrics)
+            bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+            if bad:
+                raise NonFiniteError(f"non-finite {', '.join(bad)} at step {step}")
+        meter.add_eval_time(time.perf_counter() - t_eval)
+
+
+def train(cfg, log: Log, desc: str = "") -> dict[str, float]:
+    return Trainer(cfg, log, desc).run()

@@ -1,0 +1,81 @@
+"""What a run is: its identity (`config_hash`), its labels (the tags every
+run carries, one name end to end: the estimator tag is the conf file stem and
+`Estimator.name`), the git commit it ran at, and the tag keys that tie a sweep
+together.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+# tag keys shared by the job runner, the sweep callback and the results reader
+PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+LABEL_KEYS = ("estimator", "conditioning", "task", "latent", "kl", "free_bits",
+              "free_bits_mode", "seed")
+# config keys that do not change what a run computes: left out of config_hash
+HASH_EXCLUDE = ("rerun", "progress", "mlflow", "hydra")
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values."""
+    out: dict[str, Any] = {}
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        if not tree and prefix:
+            out[prefix[:-1]] = "{}"
+        return out
+    out[prefix[:-1]] = tree
+    return out
+
+
+def config_hash(resolved: dict) -> str:
+    """Identity of a run: sha256 of the resolved config (seed included) minus
+    the keys in HASH_EXCLUDE, which change where or how a run is logged but not
+    what it computes."""
+    kept = {k: v for k, v in resolved.items() if k not in HASH_EXCLUDE}
+    text = json.dumps(kept, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def git_commit() -> str:
+    """HEAD of the project checkout, '+dirty' when the tree has changes; cached
+    in BENCH_GIT_COMMIT so a sweep asks git once."""
+    cached = os.environ.get("BENCH_GIT_COMMIT")
+    if cached:
+        return cached
+    root = Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = (sha + ("+dirty" if dirty else "")) if sha else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    os.environ["BENCH_GIT_COMMIT"] = commit
+    return commit
+
+
+def labels(resolved: dict) -> dict[str, str]:
+    """The tags every run carries, one name end to end: the
+    estimator tag is the conf file stem and Estimator.name."""
+    kl = resolved.get("kl", {})
+    return {"estimator": resolved["estimator"]["name"],
+            "conditioning": resolved["conditioning"]["name"],
+            "task": resolved["task"]["name"],
+            "latent": resolved["latent"]["name"],
+            "kl": kl.get("name"),
+            "free_bits": kl.get("free_bits"),
+            "free_bits_mode": kl.get("free_bits_mode"),
+            "seed": resolved.get("seed")}
+
+
+def sweep_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + os.urandom(2).hex()

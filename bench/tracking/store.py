@@ -1,0 +1,154 @@
+"""Where runs are logged.
+
+`MLFLOW_TRACKING_URI` wins when set (a shared `mlflow server`, say); otherwise
+the store is `sqlite:///<absolute path>/mlflow.db` in the directory the command
+was started from. The path is made absolute before Hydra changes into per-job
+directories, or every job would get a store of its own.
+
+Outages (a shared `mlflow server` restarting, a sqlite store locked by another
+writer): every call to the store goes through `retrying`, which retries
+transient errors with exponential backoff (capped at 5 s) for at most
+`PATIENCE_S` seconds per call (config key `mlflow.patience_s`, default 300,
+set by `configure`), then raises `TrackingUnavailable` naming the URI. A job
+therefore loses nothing across an outage shorter than the patience, and fails
+with a clear error after a longer one. For http(s) stores, `configure` also
+shrinks MLflow's own per-request retries (MLFLOW_HTTP_REQUEST_MAX_RETRIES=2,
+MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR=1, MLFLOW_HTTP_REQUEST_TIMEOUT=60; values
+already in the environment win): MLflow's defaults (7 retries, factor 2,
+120 s timeout) can hold a single call for minutes, outside our deadline.
+
+Everything talks to MLflow through `MlflowClient` with an explicit experiment
+id and run id: no fluent `set_experiment`/active-run state, which races
+between parallel workers. Readers (bench.results) go through `retrying` too.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional, TypeVar
+
+from .identity import PARENT_TAG
+
+T = TypeVar("T")
+
+DEFAULT_DB = "mlflow.db"
+
+
+def resolve_tracking_uri(start_dir: Optional[str] = None) -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+            # sqlite:///relative.db is relative to the cwd of whoever opens it
+            rel = uri[len("sqlite:///"):]
+            return "sqlite:///" + str((Path(start_dir or os.getcwd()) / rel).resolve())
+        return uri
+    return "sqlite:///" + str((Path(start_dir or os.getcwd()) / DEFAULT_DB).resolve())
+
+
+def client(uri: str | None = None):
+    from mlflow.tracking import MlflowClient
+    return MlflowClient(tracking_uri=uri or resolve_tracking_uri())
+
+
+PATIENCE_S = 300.0      # seconds one store call may keep failing transiently (mlflow.patience_s)
+# MLflow's own HTTP retries, per request; see the module docstring
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+_TRANSIENT = ("locked", "busy", "connection", "timed out", "timeout", "temporarily",
+              "503", "502", "504", "429", "max retries exceeded")
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking store kept failing transiently for longer than the patience."""
+
+
+def configure(patience_s: float | None = None, uri: str | None = None) -> None:
+    """Set the outage patience of this process and, for an http(s) store,
+    MLflow's per-request HTTP retry defaults (environment values win)."""
+    global PATIENCE_S
+    if patience_s is not None:
+        PATIENCE_S = float(patience_s)
+    if (uri or resolve_tracking_uri()).startswith(("http://", "https://")):
+        for k, v in HTTP_DEFAULTS.items():
+            os.environ.setdefault(k, v)
+
+
+def _uri_of(fn: Callable) -> str:
+    owner = getattr(fn, "__self__", None)
+    tc = getattr(owner, "_tracking_client", None)
+    return str(getattr(tc, "tracking_uri", None) or resolve_tracking_uri())
+
+
+def retrying(fn: Callable[..., T], *args, patience_s: float | None = None, **kwargs) -> T:
+    """Call fn, retrying transient store errors (sqlite 'database is locked'
+    under parallel writers, a tracking server unreachable or restarting) with
+    exponential backoff for at most `patience_s` (default PATIENCE_S) seconds;
+    then `TrackingUnavailable` names the store. Other errors propagate at once."""
+    patience = PATIENCE_S if patience_s is None else patience_s
+    t0, delay, told = time.monotonic(), 0.05, False
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 -- MLflow wraps sqlite/http errors variously
+            text = f"{type(e).__name__}: {e}".lower()
+            if not any(s in text for s in _TRANSIENT):
+                raise
+            waited = time.monotonic() - t0
+            if waited + delay > patience:
+                raise TrackingUnavailable(
+                    f"MLflow tracking store {_uri_of(fn)} failed for {waited:.0f} s "
+                    f"(mlflow.patience_s={patience:g}) in {getattr(fn, '__name__', fn)}: "
+                    f"{type(e).__name__}: {str(e)[:500]}") from e
+            if waited >= 1.0 and not told:      # once per call, after ~1 s of failures
+                told = True
+                print(f"[bench] tracking store {_uri_of(fn)} unavailable ({type(e).__name__}); "
+                      f"retrying for up to {patience:g} s (mlflow.patience_s)", file=sys.stderr, flush=True)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def ensure_experiment(uri: str, name: str) -> str:
+    """Create the store (sqlite tables) and the experiment if missing; return
+    its id. Call once in the launching process, before parallel jobs start."""
+    c = client(uri)
+    exp = retrying(c.get_experiment_by_name, name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return retrying(c.create_experiment, name)
+    except Exception:  # noqa: BLE001 -- created concurrently by another process
+        exp = retrying(c.get_experiment_by_name, name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def search_pages(c, experiment_id: str, filter_string: str = "", page_size: int = 1000,
+                 **kwargs) -> list:
+    """Every active run of the experiment matching the filter, page by page,
+    each page retried: the one paging loop of the harness."""
+    from mlflow.entities import ViewType
+    out, token = [], None
+    while True:
+        page = retrying(c.search_runs, [experiment_id], filter_string, ViewType.ACTIVE_ONLY,
+                        max_results=page_size, page_token=token, **kwargs)
+        out.extend(page)
+        token = page.token
+        if not token:
+            return out
+
+
+def finished_run_with_hash(c, experiment_id: str, chash: str) -> str | None:
+    """Id of a FINISHED run of this experiment with tag config_hash == chash."""
+    runs = retrying(c.search_runs, [experiment_id],
+                    filter_string=f"tags.config_hash = '{chash}' and attributes.status = 'FINISHED'",
+                    max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def children(c, experiment_id: str, parent_id: str) -> list:
+    """Every child run of a sweep's parent."""
+    return search_pages(c, experiment_id, f"tags.`{PARENT_TAG}` = '{parent_id}'")
