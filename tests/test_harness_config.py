@@ -1,6 +1,6 @@
 """The harness configuration: conf/ composes, every group option is valid, and
 each bad configuration fails before training with an error naming the key and
-the valid values (issue 4). Also the schedules, free bits and config hash."""
+the valid values. Also the schedules, free bits and config hash."""
 from __future__ import annotations
 
 import os
@@ -189,3 +189,14 @@ def test_submitit_local_oversubscription_hint(overrides, cores, advice):
         cfg = compose("config", overrides=overrides, return_hydra_config=True)
     hint = oversubscription_hint(cfg, cores)
     assert hint is None if advice is None else advice in hint
+
+
+@pytest.mark.parametrize("name", sorted(estimators.names()))
+def test_estimator_yaml_lists_every_option_with_the_class_default(name):
+    """conf/estimator/<name>.yaml exposes every option (so `estimator.<key>=`
+    needs no `+`) with the default the class itself declares."""
+    import yaml
+    from bench.config import conf_dir
+    node = yaml.safe_load((conf_dir() / "estimator" / f"{name}.yaml").read_text())
+    node = {k: v for k, v in node.items() if k not in ("name", "defaults")}
+    assert node == estimators.options(name)

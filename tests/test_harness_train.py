@@ -1,4 +1,4 @@
-"""The training loop in-process (bench.train): evaluation steps, logged keys,
+"""The training loop in-process (bench.job.train): evaluation steps, logged keys,
 determinism, NaN handling, the estimator's own optimiser, and every latent /
 objective path (single-sample + KL, multi-sample bound, Gaussian, toy)."""
 from __future__ import annotations

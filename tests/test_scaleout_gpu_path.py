@@ -1,4 +1,4 @@
-"""The GPU path of bench.train, exercised on CPU where it can be: precision
+"""The GPU path of bench.job.train, exercised on CPU where it can be: precision
 (schema and estimator rules, bf16 autocast on the networks with fp32 for the
 estimator), torch.compile (same numbers as eager; a failing compiler falls back
 with a warning and the same numbers), no host reads per step, device=auto.

@@ -30,7 +30,7 @@ def bench(cwd: Path, uri: str, *args: str, timeout: int = 400) -> subprocess.Com
 
 
 def expected_steps(steps: int, eval_every: int, log_every: int) -> tuple[list[int], list[int]]:
-    """(steps with evaluation metrics, steps with train/perf metrics): bench.train's contract."""
+    """(steps with evaluation metrics, steps with train/perf metrics): bench.job.train's contract."""
     ev = sorted({0, steps} | set(range(eval_every, steps + 1, eval_every)))
     tr = sorted({steps} | set(range(log_every, steps + 1, log_every)))
     return ev, tr
@@ -51,7 +51,7 @@ def test_submitit_local_sweep_logs_everything_to_the_server(tmp_path):
     """Four jobs in parallel processes through submitit_local. The jobs' own
     environment is made wrong on purpose (hydra.job.env_set: another store,
     another experiment and parent): the ids must come from the pickled
-    callback (bench/callbacks.py), not from inherited variables."""
+    callback (bench/tracking/callbacks.py), not from inherited variables."""
     wrong = tmp_path / "wrong.db"
     bogus = [f"+hydra.job.env_set.MLFLOW_TRACKING_URI=sqlite:///{wrong}",
              "+hydra.job.env_set.BENCH_PARENT_RUN_ID=bogus", "+hydra.job.env_set.BENCH_EXPERIMENT_ID=999"]
@@ -107,7 +107,7 @@ def test_outage_is_retried_and_loses_nothing(tmp_path, monkeypatch):
         assert srv.url == url
         log, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0, log[-3000:]
-        # the job met the outage and said so (bench.tracking.retrying)
+        # the job met the outage and said so (bench.tracking.store.retrying)
         assert "unavailable" in log, log[-3000:]
         assert time.time() - t_down > 6
         c = tracking.client(url)

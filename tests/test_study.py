@@ -1,5 +1,5 @@
 """The reference-study additions: variant labels in bench.tables (an estimator's
-options that vary split its rows: reinforce none / ema / loo) and bench.study
+options that vary split its rows: reinforce none / ema / loo) and bench.results.study
 (tuned overrides from the sweeper's best.yaml, the headline table)."""
 from __future__ import annotations
 

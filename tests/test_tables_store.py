@@ -1,8 +1,8 @@
-"""Hand-made MLflow runs in the harness's schema, and tests of bench.tables_store.
+"""Hand-made MLflow runs in the harness's schema, and tests of bench.results.store.
 
 The builders (`fresh_store`, `make_run`, `make_sweep`) are imported by the other
 bench.tables tests and the benchmark: they log runs through the public
-MlflowClient exactly as the harness (issue 4) lays them out: a parent per
+MlflowClient exactly as the harness lays them out: a parent per
 sweep with `sweep_id` and `sweep.*` counts, children tagged with the job's
 setting and `mlflow.parentRunId`, metrics with steps.
 """

@@ -22,7 +22,7 @@ Contract:
   RuntimeWarning names the piece and the error; `compiled` turns False and
   train logs perf/compiled = 0. Inductor's `fallback_random` is set so random
   ops inside compiled code draw from the same generator as eager code.
-- Evaluation (bench.evaluate) keeps the plain model in fp32, uncompiled:
+- Evaluation (bench.job.evaluate) keeps the plain model in fp32, uncompiled:
   val/* and grad/* are comparable across precision and compile settings.
 """
 from __future__ import annotations

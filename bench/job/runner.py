@@ -119,7 +119,9 @@ def run_job(cfg: DictConfig) -> float:
     sink = W.MetricSink(c, run_id)
     try:
         try:
-            result = train(cfg, log=sink, desc=tags[I.RUN_NAME_TAG])
+            result = train(cfg, log=sink, desc=tags[I.RUN_NAME_TAG],
+                           artifact=lambda path, folder: S.retrying(c.log_artifact, run_id,
+                                                                     str(path), folder))
         finally:
             sink.close()            # every metric point is in the store before the status
     except KeyboardInterrupt:

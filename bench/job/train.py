@@ -35,7 +35,8 @@ import math
 import resource
 import sys
 import time
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Optional
 
 import torch
 from tqdm import tqdm
@@ -48,6 +49,8 @@ from .objective import objective
 from .schedules import kl_schedule, temperature_schedule
 
 Log = Callable[[int, dict], None]
+# (local file, folder in the run's artifacts): files a run produces besides metrics
+Artifact = Callable[[Path, str], None]
 
 
 class NonFiniteError(RuntimeError):
@@ -61,8 +64,9 @@ def peak_mem_mb(device: torch.device) -> float:
 
 
 class Trainer:
-    def __init__(self, cfg, log: Log, desc: str = ""):
+    def __init__(self, cfg, log: Log, desc: str = "", artifact: Optional[Artifact] = None):
         self.cfg, self.log, self.desc = cfg, log, desc
+        self.artifact = artifact or (lambda path, folder: None)
         self.device = device = pick_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -166,5 +170,5 @@ class Trainer:
         meter.add_eval_time(time.perf_counter() - t_eval)
 
 
-def train(cfg, log: Log, desc: str = "") -> dict[str, float]:
-    return Trainer(cfg, log, desc).run()
+def train(cfg, log: Log, desc: str = "", artifact: Optional[Artifact] = None) -> dict[str, float]:
+    return Trainer(cfg, log, desc, artifact).run()

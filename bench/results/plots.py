@@ -1,7 +1,7 @@
 """Figures for `bench.tables`: seaborn on the Agg backend, written as PNG.
 
 Contract: `write_figures(runs, curves, folder)` takes the FINISHED job runs (one
-row per run: tags and final metrics, as `bench.tables_store` builds them) and
+row per run: tags and final metrics, as `bench.results.store` builds them) and
 their long-format histories (run_id, key, step, value) for `CURVE_KEYS`, and
 writes, where the data exist:
 

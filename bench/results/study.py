@@ -123,7 +123,7 @@ def curve_summary(experiment: str, key: str, out: Path, client=None) -> pd.DataF
     """Per (task_variant, variant): key at the first and last logged step and its
     mean over all logged steps of a run, aggregated over runs (seeds)."""
     from bench.tables import add_variants, aggregate, agg_markdown, dedupe, write_csv
-    from bench.tables_store import fetch_curves, load_study
+    from bench.results.store import fetch_curves, load_study
 
     if client is None:
         from mlflow.tracking import MlflowClient
@@ -172,7 +172,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             print(" ".join(best_overrides(args.best_yaml, args.estimator)))
         except (KeyError, FileNotFoundError) as e:
-            print(f"bench.study: {e}", file=sys.stderr)
+            print(f"bench.results.study: {e}", file=sys.stderr)
             return 2
         return 0
     (args.out / "headline.md").write_text(headline(args.out))

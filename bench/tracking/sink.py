@@ -29,7 +29,7 @@ def log_metrics(c, run_id: str, step: int, metrics: dict[str, float],
 
 
 class MetricSink:
-    """`sink(step, metrics)` for bench.train: each step's metrics are queued
+    """`sink(step, metrics)` for bench.job.train: each step's metrics are queued
     and written by one background thread with `log_metrics` (so with
     `retrying`: an outage shorter than the patience loses nothing), so a store
     write never stalls training. `close()` drains the queue and joins the

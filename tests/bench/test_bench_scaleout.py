@@ -1,7 +1,7 @@
 """Wall time of a four-job sweep, basic launcher (jobs in sequence, one
 process) against submitit_local (one process per job, as many at once as
 there are cores: `hydra.sweeper.max_batch_size=<cores>`), each against a
-fresh sqlite store. Issue 6's target on CPU: submitit_local <= 1.3 x basic /
+fresh sqlite store. The target on CPU: submitit_local <= 1.3 x basic /
 parallel workers, i.e. <= 0.65 x basic on two cores. Timings are reported
 (benchmark table, extra_info, and a line printed with -s), never asserted:
 the machine is shared.

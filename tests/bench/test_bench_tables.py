@@ -1,6 +1,6 @@
 """Speed of `python -m bench.tables` over a 1,000-run sweep (pytest -m benchmark).
 
-Target (issue 5): under 30 s on two CPU cores, process start and imports
+Target: under 30 s on two CPU cores, process start and imports
 included. The store is built once per session and not timed: 100 distinct
 configurations (5 estimators × 5 conditioning × 2 KL schedules × 2 free-bits
 values) are logged through MlflowClient as the harness would (16 metrics × 11
