@@ -3,21 +3,28 @@
 Contract: `write_figures(runs, curves, folder)` takes the FINISHED job runs (one
 row per run: tags and final metrics, as `bench.results.store` builds them) and
 their long-format histories (run_id, key, step, value) for `CURVE_KEYS`, and
-writes, where the data exist:
+writes, where the data can fill them:
 
-    elbo_curves.png          val/elbo against step, one line per estimator
-    grad_log10_var.png       grad/log10_var against step, one line per estimator
-    heatmap_val_elbo.png     estimator × conditioning, mean final val/elbo
+    elbo_curves.png          validation ELBO against step, one line per estimator variant
+    grad_log10_var.png       log10 gradient variance against step, one line per variant
+    heatmap_val_elbo.png     estimator variant x conditioning, mean final validation ELBO
     collapse_free_bits.png   active units and mutual information against free bits
+    README.md                what each figure shows, and why any was not drawn
 
-Lines are means over runs with a ± one standard error band (errorbar="se":
-bootstrapped intervals would dominate the run time over 1,000 runs); one panel
-per task. Figures a study cannot fill (no free_bits tag, say) are not written,
-and stale copies are removed. PNG metadata carries no software version or date.
+Readable at the size written: axes in words with units; curves start at the
+first evaluation after step 0 (the untrained model's value would set the
+range and squash the differences that matter); one colour per estimator
+variant from a colour-blind-safe palette, the same colour in every figure;
+a band of one standard error over runs where a line has several runs (the
+title says when there is none). A figure whose x-axis the study does not
+vary (one free-bits value; one estimator and one conditioning) is not drawn,
+and README.md says so. Stale copies are removed. PNG metadata carries no
+software version or date, so the same runs give the same files.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import matplotlib
 
@@ -30,6 +37,15 @@ CURVE_KEYS = ("val/elbo", "grad/log10_var")
 FIGURES = ("elbo_curves", "grad_log10_var", "heatmap_val_elbo", "collapse_free_bits")
 PNG_META = {"Software": None}  # None drops the key: no matplotlib version in the file
 DPI = 110
+# words and units for every axis a figure draws
+AXIS = {"step": "training step (optimiser updates)",
+        "val/elbo": "validation ELBO (nats, higher is better)",
+        "grad/log10_var": "log10 gradient variance (sum over encoder parameters)",
+        "collapse/active_units": "active units (count)",
+        "collapse/mutual_info": "mutual information I(x; z) (nats)",
+        "free_bits": "free bits λ (nats)"}
+TITLE = {"val/elbo": "Validation ELBO during training",
+         "grad/log10_var": "Gradient variance of the encoder during training"}
 
 
 def _save(fig, path: Path) -> Path:
@@ -39,69 +55,98 @@ def _save(fig, path: Path) -> Path:
 
 
 def _labels(runs: pd.DataFrame) -> tuple[str, str]:
-    """(hue, panel) columns: the variant labels of bench.tables.add_variants where
+    """(hue, panel) columns: the variant labels of tables.add_variants where
     present (reinforce(baseline=ema), toy(t=0.499)), else estimator and task."""
     return ("variant" if "variant" in runs else "estimator",
             "task_variant" if "task_variant" in runs else "task")
 
 
-def _curve(runs: pd.DataFrame, curves: pd.DataFrame, key: str, path: Path):
+def palette(runs: pd.DataFrame) -> dict[str, tuple]:
+    """One colour per estimator variant, fixed by sorted name over the whole
+    study, so a variant has the same colour in every figure."""
+    hue, _ = _labels(runs)
+    names = sorted(runs[hue].astype(str).unique())
+    colours = sns.color_palette("colorblind", max(len(names), 1))
+    return dict(zip(names, colours))
+
+
+def _band_note(data: pd.DataFrame, hue: str, col: str) -> str:
+    per_line = data.groupby([col, hue, "step"])["run_id"].nunique()
+    if per_line.min() > 1:
+        return f"mean ± 1 s.e. over runs (n = {per_line.min()}–{per_line.max()} per line)"
+    if per_line.max() == 1:
+        return "one run per line: no band"
+    return "mean ± 1 s.e. where a line has several runs; lines with one run have no band"
+
+
+def _curve(runs, curves, key: str, path: Path, colours: dict) -> tuple[Optional[Path], str]:
     hue, col = _labels(runs)
-    data = curves[curves["key"] == key].merge(runs[list(dict.fromkeys(["run_id", hue, col]))], on="run_id")
+    data = curves[(curves["key"] == key) & (curves["step"] > 0)]
+    data = data.merge(runs[list(dict.fromkeys(["run_id", hue, col]))], on="run_id")
     if data.empty:
-        return None
+        return None, f"no {key} logged after step 0"
     data = data.rename(columns={"value": key})
     grid = sns.relplot(
-        data=data, x="step", y=key, hue=hue, col=col, kind="line",
-        errorbar="se", hue_order=sorted(data[hue].unique()),
+        data=data, x="step", y=key, hue=hue, col=col, kind="line", errorbar="se",
+        palette=colours, hue_order=sorted(data[hue].unique()),
         col_order=sorted(data[col].unique()), facet_kws={"sharey": False},
-        height=3.2, aspect=1.3,
+        height=3.4, aspect=1.35,
     )
-    grid.figure.suptitle(f"{key} (mean ± s.e. over runs)", y=1.03)
-    return _save(grid.figure, path)
+    grid.set_axis_labels(AXIS["step"], AXIS[key])
+    grid.set_titles("{col_name}")
+    grid.legend.set_title("estimator")
+    grid.figure.suptitle(f"{TITLE[key]}: {_band_note(data, hue, col)}; from the first "
+                         f"evaluation after step 0", y=1.04)
+    return _save(grid.figure, path), "drawn"
 
 
-def _heatmap(runs: pd.DataFrame, path: Path):
+def _heatmap(runs, path: Path) -> tuple[Optional[Path], str]:
     if "val/elbo" not in runs or runs["val/elbo"].notna().sum() == 0:
-        return None
+        return None, "no final val/elbo"
     hue, _ = _labels(runs)
-    tasks = sorted(runs["task"].unique())
     rows, cols = runs[hue].nunique(), runs["conditioning"].nunique()
+    if rows < 2 and cols < 2:
+        return None, "one estimator and one conditioning type: nothing to compare"
+    tasks = sorted(runs["task"].unique())
     fig, axes = plt.subplots(1, len(tasks), squeeze=False,
-                             figsize=(len(tasks) * (2.5 + 0.9 * cols), 1.5 + 0.45 * rows))
+                             figsize=(len(tasks) * (3.0 + 1.0 * cols), 1.8 + 0.45 * rows))
     for ax, task in zip(axes[0], tasks):
         table = (runs[runs["task"] == task]
-                 .pivot_table(index=hue, columns="conditioning", values="val/elbo",
-                              aggfunc="mean")
+                 .pivot_table(index=hue, columns="conditioning", values="val/elbo", aggfunc="mean")
                  .sort_index().sort_index(axis=1))
-        sns.heatmap(table, annot=True, fmt=".1f", cmap="viridis", ax=ax,
-                    cbar_kws={"label": "final val/elbo"})
-        ax.set_title(f"task={task}")
+        sns.heatmap(table, annot=True, fmt=".2f", cmap="viridis", ax=ax,
+                    cbar_kws={"label": AXIS["val/elbo"]})
+        ax.set(title=task, xlabel="conditioning type", ylabel="estimator")
         ax.tick_params(axis="y", rotation=0)  # estimator names read horizontally
-    fig.suptitle("final val/elbo, mean over seeds and other settings")
+    fig.suptitle("Final validation ELBO (nats), mean over seeds and other settings")
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path), "drawn"
 
 
-def _collapse(runs: pd.DataFrame, path: Path):
+def _collapse(runs, path: Path, colours: dict) -> tuple[Optional[Path], str]:
     metrics = [m for m in ("collapse/active_units", "collapse/mutual_info") if m in runs]
-    fb = pd.to_numeric(runs.get("free_bits"), errors="coerce") if "free_bits" in runs else None
+    fb = pd.to_numeric(runs["free_bits"], errors="coerce") if "free_bits" in runs else None
     if not metrics or fb is None or fb.notna().sum() == 0:
-        return None
+        return None, "no free_bits tag or collapse metrics"
+    if fb.nunique() < 2:
+        return None, f"one free-bits value ({fb.dropna().iloc[0]:g}) in the study: no x-axis to draw"
     hue, _ = _labels(runs)
     data = runs.assign(free_bits=fb).dropna(subset=["free_bits"])
     data = data.melt(id_vars=list(dict.fromkeys(["task", hue, "free_bits"])), value_vars=metrics,
                      var_name="metric", value_name="value").dropna(subset=["value"])
-    if data.empty:
-        return None
     grid = sns.relplot(
         data=data, x="free_bits", y="value", hue=hue, col="metric", row="task",
-        kind="line", marker="o", errorbar="se", hue_order=sorted(data[hue].unique()),
-        col_order=metrics, row_order=sorted(data["task"].unique()),
-        facet_kws={"sharey": False}, height=3.0, aspect=1.3,
+        kind="line", marker="o", errorbar="se", palette=colours,
+        hue_order=sorted(data[hue].unique()), col_order=metrics,
+        row_order=sorted(data["task"].unique()), facet_kws={"sharey": False},
+        height=3.0, aspect=1.3,
     )
-    grid.set_axis_labels("free bits (nats)", "")
-    return _save(grid.figure, path)
+    grid.set_titles("{row_name}")
+    for (task, metric), ax in grid.axes_dict.items():
+        ax.set(xlabel=AXIS["free_bits"], ylabel=AXIS[metric])
+    grid.legend.set_title("estimator")
+    grid.figure.suptitle("Latent use against free bits (mean ± 1 s.e. over runs)", y=1.03)
+    return _save(grid.figure, path), "drawn"
 
 
 def write_figures(runs: pd.DataFrame, curves: pd.DataFrame, folder: Path) -> list[Path]:
@@ -110,11 +155,18 @@ def write_figures(runs: pd.DataFrame, curves: pd.DataFrame, folder: Path) -> lis
         (folder / f"{name}.png").unlink(missing_ok=True)
     if runs.empty:
         return []
+    colours = palette(runs)
     with sns.axes_style("whitegrid"):
-        made = [
-            _curve(runs, curves, "val/elbo", folder / "elbo_curves.png"),
-            _curve(runs, curves, "grad/log10_var", folder / "grad_log10_var.png"),
-            _heatmap(runs, folder / "heatmap_val_elbo.png"),
-            _collapse(runs, folder / "collapse_free_bits.png"),
-        ]
-    return [p for p in made if p is not None]
+        made = {
+            "elbo_curves": _curve(runs, curves, "val/elbo", folder / "elbo_curves.png", colours),
+            "grad_log10_var": _curve(runs, curves, "grad/log10_var", folder / "grad_log10_var.png",
+                                     colours),
+            "heatmap_val_elbo": _heatmap(runs, folder / "heatmap_val_elbo.png"),
+            "collapse_free_bits": _collapse(runs, folder / "collapse_free_bits.png", colours),
+        }
+    lines = ["# Figures", "", "| figure | status |", "|---|---|"]
+    lines += [f"| `{name}.png` | {'drawn' if path else 'not drawn: ' + why} |"
+              for name, (path, why) in made.items()]
+    readme = folder / "README.md"
+    readme.write_text("\n".join(lines) + "\n")
+    return [p for p, _ in made.values() if p is not None] + [readme]

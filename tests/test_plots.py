@@ -1,0 +1,86 @@
+"""The figures of `bench.tables`, rendered from small synthetic studies:
+written where the study fills them, skipped with a reason where it does
+not, one colour per estimator variant everywhere, bands only where there
+are several runs."""
+from __future__ import annotations
+
+import itertools
+
+import matplotlib.image as mpimg
+import pandas as pd
+import pytest
+
+from bench.results import plots
+
+
+def study(estimators=("gumbel", "reinforce"), seeds=(0, 1), free_bits=(0.0, 0.5),
+          conditionings=("concat", "film")):
+    runs, curves = [], []
+    for i, (est, seed, fb, cond) in enumerate(itertools.product(estimators, seeds, free_bits,
+                                                                conditionings)):
+        rid = f"r{i}"
+        runs.append({"run_id": rid, "estimator": est, "task": "digits", "conditioning": cond,
+                     "free_bits": str(fb), "seed": str(seed), "val/elbo": -20.0 - i * 0.1,
+                     "collapse/active_units": 3.0 + fb, "collapse/mutual_info": 0.5 + fb})
+        for step in (0, 50, 100):
+            curves.append({"run_id": rid, "key": "val/elbo", "step": step, "value": -46.0 + step / 5})
+            curves.append({"run_id": rid, "key": "grad/log10_var", "step": step, "value": 1.0 - step / 100})
+    return pd.DataFrame(runs), pd.DataFrame(curves)
+
+
+def test_every_figure_is_written_when_the_study_fills_it(tmp_path):
+    runs, curves = study()
+    written = plots.write_figures(runs, curves, tmp_path)
+    assert sorted(p.name for p in written) == sorted([f"{n}.png" for n in plots.FIGURES] + ["README.md"])
+    for name in plots.FIGURES:
+        img = mpimg.imread(tmp_path / f"{name}.png")
+        assert img.shape[0] > 200 and img.shape[1] > 300      # readable, not a thumbnail
+    assert "not drawn" not in (tmp_path / "README.md").read_text()
+
+
+def test_degenerate_studies_skip_with_a_reason(tmp_path):
+    runs, curves = study(estimators=("gumbel",), seeds=(0,), free_bits=(0.0,), conditionings=("concat",))
+    written = {p.name for p in plots.write_figures(runs, curves, tmp_path)}
+    assert written == {"elbo_curves.png", "grad_log10_var.png", "README.md"}
+    readme = (tmp_path / "README.md").read_text()
+    assert "`collapse_free_bits.png` | not drawn: one free-bits value (0)" in readme
+    assert "`heatmap_val_elbo.png` | not drawn: one estimator and one conditioning" in readme
+
+
+def test_stale_figures_are_removed(tmp_path):
+    runs, curves = study()
+    plots.write_figures(runs, curves, tmp_path)
+    runs, curves = study(free_bits=(0.0,))
+    plots.write_figures(runs, curves, tmp_path)
+    assert not (tmp_path / "collapse_free_bits.png").exists()
+
+
+def test_one_colour_per_variant_fixed_by_name():
+    runs, _ = study(estimators=("vimco", "gumbel", "reinforce"))
+    colours = plots.palette(runs)
+    assert list(colours) == ["gumbel", "reinforce", "vimco"]
+    assert len(set(colours.values())) == 3
+    # a sub-selection keeps each name's colour only if the same names are present:
+    # figures of one study share the palette made once from all its runs
+    assert plots.palette(runs) == colours
+
+
+@pytest.mark.parametrize("seeds, words", [((0, 1), "mean ± 1 s.e. over runs (n = 2–2"),
+                                          ((0,), "one run per line: no band")])
+def test_the_title_says_whether_there_is_a_band(seeds, words):
+    runs, curves = study(seeds=seeds, free_bits=(0.0,), conditionings=("concat",))
+    data = curves.merge(runs[["run_id", "estimator", "task"]], on="run_id")
+    assert plots._band_note(data, "estimator", "task").startswith(words)
+
+
+def test_curves_start_after_step_zero(tmp_path, monkeypatch):
+    seen = {}
+    real = plots.sns.relplot
+
+    def spy(*args, **kw):
+        seen.setdefault("steps", set()).update(kw["data"]["step"]) if "step" in kw["data"] else None
+        return real(*args, **kw)
+    monkeypatch.setattr(plots.sns, "relplot", spy)
+    runs, curves = study()
+    plots.write_figures(runs, curves, tmp_path)
+    assert seen["steps"] == {50, 100}
