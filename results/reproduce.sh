@@ -26,13 +26,15 @@ if has estimators; then  # fixed problems, no store: ~1 min
   python -m results.toy_muprop            # the MuProp table in results/README.md
 fi
 
-if has toy; then  # 6 variants x t in {0.45, 0.499} x 3 seeds = 36 runs
+if has toy; then  # 12 variants x t in {0.45, 0.499} x 3 seeds = 72 runs
   T="experiment=toy_variance task.t=0.45,0.499 seed=0,1,2 $PAR"
   run $T estimator=reinforce estimator.baseline=none,ema estimator.n_samples=1 \
       hydra.sweep.dir=results/.work/toy-reinforce
   run $T estimator=reinforce estimator.baseline=loo estimator.n_samples=2 \
       hydra.sweep.dir=results/.work/toy-loo
   run $T estimator=rebar,relax,gumbel hydra.sweep.dir=results/.work/toy-relaxed
+  run $T estimator=rebar estimator.relaxation=muprop hydra.sweep.dir=results/.work/toy-muprop
+  run $T estimator=disarm,indecater,st,reinmax,gumbel_rao hydra.sweep.dir=results/.work/toy-new
 fi
 
 # Fair tuning (README "Fair tuning"): per task, one Optuna study per estimator,

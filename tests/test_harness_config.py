@@ -200,3 +200,13 @@ def test_estimator_yaml_lists_every_option_with_the_class_default(name):
     node = yaml.safe_load((conf_dir() / "estimator" / f"{name}.yaml").read_text())
     node = {k: v for k, v in node.items() if k not in ("name", "defaults")}
     assert node == estimators.options(name)
+
+
+@pytest.mark.parametrize("name", choices("task"))
+def test_task_yaml_lists_every_option_with_the_loader_default(name):
+    """conf/task/<name>.yaml exposes every task option (`task.<key>=` needs no `+`)
+    with the default the loader itself declares."""
+    import models
+    cfg = cfg_of(f"task={name}")
+    node = {k: v for k, v in cfg.task.items() if k != "name"}
+    assert node == models.tasks.options(name)
