@@ -16,7 +16,7 @@ def digits():
 
 
 def test_names_and_default():
-    assert tasks.names() == ["digits", "fashion_mnist", "mnist", "strategies", "toy"]
+    assert tasks.names() == ["digits", "fashion_mnist", "mnist", "mnist5k", "strategies", "toy"]
 
 
 def test_digits_splits_fixed_by_seed_and_disjoint():

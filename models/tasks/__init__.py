@@ -1,7 +1,7 @@
 """Tasks: datasets loaded once into device memory and batched by index.
 
     task = models.tasks.load("digits", device="cpu", seed=0, binarize="static")
-    models.tasks.names()              # ['digits', 'fashion_mnist', 'mnist', 'strategies', 'toy']
+    models.tasks.names()              # ['digits', 'fashion_mnist', 'mnist', 'mnist5k', 'strategies', 'toy']
     models.tasks.options("digits")    # {'binarize': 'dynamic', 'threshold': 0.5, ...}
 
 `device` and `seed` are accepted by every task; anything else is a task option,
