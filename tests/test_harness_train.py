@@ -100,3 +100,12 @@ def test_objective_paths_run(overrides):
         assert taus[0] > taus[-1] >= 0.5
     if "task=toy" in overrides:
         assert "val/kl" not in final or final["val/kl"] == 0
+
+
+@pytest.mark.parametrize("estimator, steps", [("reinforce", 5), ("gumbel", 20), ("exact", 1)])
+def test_equal_compute_budget_in_f_evaluations(estimator, steps):
+    """train.f_evals fixes the evaluations of f per example: reinforce (4 samples)
+    gets a quarter of gumbel's steps, exact (K^D = 64 per estimate) fewer still."""
+    logged = run(f"estimator={estimator}", "train.f_evals=20", "train.log_every=1")
+    assert logged[-1][0] == steps
+    assert logged[-1][1]["perf/f_evals"] <= 20 or steps == 1

@@ -60,6 +60,9 @@ class TemperatureSchedule(str, Enum):
 @dataclass
 class TrainConf:
     steps: int = 2000           # optimiser steps
+    # equal compute: a budget of evaluations of f per example; when set, the run
+    # takes f_evals // Estimator.f_evaluations(D, K) steps instead of `steps`
+    f_evals: Optional[int] = None
     batch_size: int = 64        # training minibatch
     lr: float = 1e-3            # Adam, model parameters
     estimator_lr: float = 1e-3  # Adam, the estimator's own parameters (aux_loss)
@@ -77,6 +80,9 @@ class EvalConf:
     grad_samples: int = 32      # N independent gradient estimates
     grad_batch_size: int = 64   # batch the gradient statistics are computed on
     exact_max_configs: int = 4096  # grad/bias only when K^D <= this (categorical)
+    samples: bool = False       # image tasks: gen/* metrics and PNG sample grids (artifacts) at every evaluation
+    samples_per_class: int = 8  # generated images per class (gen/class_accuracy) and grid columns
+    classifier_steps: int = 400 # training steps of the cached adherence classifier (models.adherence)
 
 
 @dataclass
@@ -107,6 +113,11 @@ class TemperatureConf:
 class TrackingConf:
     experiment: str = "discrete-latent-bench"  # MLflow experiment name
     patience_s: float = 300.0   # how long a store call retries an outage before the job fails
+    # liveness (bench/tracking/liveness.py): a kill -9 runs no exit hook, so open runs
+    # prove they are alive instead, and a RUNNING run silent for lost_after_s is marked
+    # FAILED (lost) by the next sweep, rerun or bench.tables
+    heartbeat_s: float = 10.0   # seconds between heartbeat tags of an open run
+    lost_after_s: float = 60.0  # silence after which a RUNNING run is lost; > 2 x heartbeat_s
 
 
 @dataclass

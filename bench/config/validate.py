@@ -115,6 +115,8 @@ def validate(cfg) -> None:
     # -- training and evaluation -------------------------------------------
     t = cfg.train
     _range("train.steps", t.steps, 1, integer=True)
+    if t.f_evals is not None:
+        _range("train.f_evals", t.f_evals, 1, integer=True)
     _range("train.batch_size", t.batch_size, 1, integer=True)
     _range("train.lr", t.lr, 0, lo_open=True)
     _range("train.estimator_lr", t.estimator_lr, 0, lo_open=True)
@@ -136,5 +138,9 @@ def validate(cfg) -> None:
         if not torch.cuda.is_available():
             raise ConfigError("device", "cuda", "auto, cpu", "CUDA is not available on this machine")
     _range("mlflow.patience_s", cfg.mlflow.patience_s, 0)
+    m = cfg.mlflow
+    _range("mlflow.heartbeat_s", m.heartbeat_s, 0, lo_open=True)
+    # a single late beat (a busy store, a GC pause) must not make a live run lost
+    _range("mlflow.lost_after_s", m.lost_after_s, 2 * m.heartbeat_s, lo_open=True)
     if cfg.debug.nan_at_step is not None:
         _range("debug.nan_at_step", cfg.debug.nan_at_step, 0, integer=True)

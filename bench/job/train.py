@@ -9,6 +9,7 @@ in one `log(s, metrics)` call per step:
   `train.eval_every` and at s = train.steps, so even a short run has a curve;
 - train/loss, train/elbo, train/kl, train/beta (means over the interval),
   estimator/* (the estimator's own metrics, last value), perf/steps_per_s,
+  perf/f_evals (evaluations of f per example so far: steps x Estimator.f_evaluations),
   perf/peak_mem_mb, perf/eval_seconds, perf/wall_seconds every `train.log_every`.
 
 Between logging steps nothing leaves the device (bench.job.meter); a NaN/inf
@@ -72,11 +73,15 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.task, self.model, self.est = task, model, est = build(cfg, device)
-        self.steps = steps = cfg.train.steps
+        lat = model.latent
+        # evaluations of f per example per step: the unit of equal-compute comparisons
+        self.f_per_step = est.f_evaluations(lat.D, getattr(lat, "K", 1))
+        budget = cfg.train.f_evals
+        self.steps = steps = cfg.train.steps if budget is None else max(1, budget // self.f_per_step)
         self.lam, self.mode = float(cfg.kl.free_bits), cfg.kl.free_bits_mode
         self.beta = kl_schedule(cfg.kl, steps)
         self.tau = temperature_schedule(cfg.temperature, est.tau, steps) if est.temperature else None
-        self.evaluator = Evaluator(cfg, task, model, est, self.lam, self.mode)
+        self.evaluator = Evaluator(cfg, task, model, est, self.lam, self.mode, artifact=self.artifact)
 
         # dry run: estimators with lazily shaped networks (learned baseline, RELAX)
         # create their parameters at the first call; their optimiser needs them.
@@ -153,6 +158,7 @@ class Trainer:
             if self.tau is not None:
                 metrics["train/tau"] = self.tau(step - 1)
             metrics["perf/peak_mem_mb"] = peak_mem_mb(self.device)
+            metrics["perf/f_evals"] = float(step * self.f_per_step)
             if cfg.train.compile:
                 metrics["perf/compiled"] = float(self.step_model.compiled)
             self.bar.set_postfix(elbo=f"{metrics['train/elbo']:.2f}",
