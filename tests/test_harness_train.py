@@ -108,4 +108,4 @@ def test_equal_compute_budget_in_f_evaluations(estimator, steps):
     gets a quarter of gumbel's steps, exact (K^D = 64 per estimate) fewer still."""
     logged = run(f"estimator={estimator}", "train.f_evals=20", "train.log_every=1")
     assert logged[-1][0] == steps
-    assert logged[-1][1]["perf/f_evals"] <= 20 or steps == 1
+    assert logged[-1][1]["cost/f_evals"] <= 20 or steps == 1

@@ -9,7 +9,7 @@ in one `log(s, metrics)` call per step:
   `train.eval_every` and at s = train.steps, so even a short run has a curve;
 - train/loss, train/elbo, train/kl, train/beta (means over the interval),
   estimator/* (the estimator's own metrics, last value), perf/steps_per_s,
-  perf/f_evals (evaluations of f per example so far: steps x Estimator.f_evaluations),
+  cost/f_evals (evaluations of f per example so far: steps x Estimator.f_evaluations),
   perf/peak_mem_mb, perf/eval_seconds, perf/wall_seconds every `train.log_every`.
 
 Between logging steps nothing leaves the device (bench.job.meter); a NaN/inf
@@ -158,7 +158,7 @@ class Trainer:
             if self.tau is not None:
                 metrics["train/tau"] = self.tau(step - 1)
             metrics["perf/peak_mem_mb"] = peak_mem_mb(self.device)
-            metrics["perf/f_evals"] = float(step * self.f_per_step)
+            metrics["cost/f_evals"] = float(step * self.f_per_step)
             if cfg.train.compile:
                 metrics["perf/compiled"] = float(self.step_model.compiled)
             self.bar.set_postfix(elbo=f"{metrics['train/elbo']:.2f}",
