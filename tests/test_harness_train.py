@@ -109,3 +109,8 @@ def test_equal_compute_budget_in_f_evaluations(estimator, steps):
     logged = run(f"estimator={estimator}", "train.f_evals=20", "train.log_every=1")
     assert logged[-1][0] == steps
     assert logged[-1][1]["cost/f_evals"] <= 20 or steps == 1
+
+
+def test_parameter_counts_at_step_zero():
+    first = run()[0][1]
+    assert 0 < first["model/trainable_parameters"] <= first["model/parameters"]

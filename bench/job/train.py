@@ -152,6 +152,11 @@ class Trainer:
         if step == 0 or step % cfg.train.eval_every == 0 or step == self.steps:
             metrics.update(self.evaluator(step, self.beta(max(step - 1, 0))))
             self.final = dict(metrics)
+        if step == 0:           # what a frozen / LoRA backbone leaves to train
+            params = list(self.model.parameters())
+            metrics["model/parameters"] = float(sum(p.numel() for p in params))
+            metrics["model/trainable_parameters"] = float(sum(p.numel() for p in params
+                                                              if p.requires_grad))
         if meter.steps and (step % cfg.train.log_every == 0 or step == self.steps):
             metrics.update(meter.flush(t_eval))
             metrics["train/beta"] = self.beta(step - 1)
