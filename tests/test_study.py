@@ -123,3 +123,15 @@ def test_headline_keeps_every_variant_of_an_estimator(tmp_path):
     text = study.headline(tmp_path)
     assert "| relax(use_f=False) | -21.00 ± 0.50 | -22.00 ± 0.50 |" in text
     assert "| relax(use_f=True) | -20.00 ± 0.50 | -21.00 ± 0.50 |" in text
+
+
+def test_curve_summary_reads_first_mean_and_last_of_each_run(tmp_path):
+    """`python -m bench.results.study curve`: per variant, the curve's first,
+    mean and last value, aggregated over seeds."""
+    client, _, exp = fresh_store(tmp_path / "store")
+    for seed, v in enumerate((-10.0, -20.0)):
+        _run(client, exp, "gumbel", seed, v, start=seed, tau=0.5)
+    out = study.curve_summary(EXP, "grad/log10_var", tmp_path / "out", client=client)
+    row = out.set_index("variant").loc["gumbel"]
+    assert row["grad/log10_var@first.mean"] == pytest.approx(1.0)
+    assert row["grad/log10_var@last.mean"] == pytest.approx(-1.5)     # (-1 + -2) / 2

@@ -122,12 +122,13 @@ def tuning_table(paths: Sequence[Path]) -> str:
 def curve_summary(experiment: str, key: str, out: Path, client=None) -> pd.DataFrame:
     """Per (task_variant, variant): key at the first and last logged step and its
     mean over all logged steps of a run, aggregated over runs (seeds)."""
-    from bench.tables import add_variants, aggregate, agg_markdown, dedupe, write_csv
-    from bench.results.store import fetch_curves, load_study
+    from .format import agg_markdown, write_csv
+    from .store import fetch_curves, load_study
+    from .tables import add_variants, aggregate, dedupe
 
     if client is None:
         from mlflow.tracking import MlflowClient
-        from bench.tracking import resolve_tracking_uri
+        from bench.tracking.store import resolve_tracking_uri
         client = MlflowClient(resolve_tracking_uri())
     s = load_study(client, experiment)
     runs, _ = dedupe(s.jobs[s.jobs["status"] == "FINISHED"])
