@@ -42,10 +42,11 @@ class GumbelRao(Estimator):
         self.tau, self.n_mc = tau, n_mc
 
     def estimate(self, logits: Tensor, f: Fn, context: Optional[Tensor]) -> Estimate:
-        b = sample_one_hot(logits, self.n_samples)            # (S, B, D, K), no gradient
-        logp = logits.log_softmax(-1)                         # (B, D, K)
+        logp = logits.log_softmax(-1)                         # (B, D, K), one for all three uses
+        lp = logp.detach()
+        b = sample_one_hot(logits, self.n_samples, lp)        # (S, B, D, K), no gradient
         draws = b.expand(self.n_mc, *b.shape)                 # (M, S, B, D, K)
-        noise = conditional_perturbed(logits.detach(), draws) - logp.detach()  # G_m, fixed
+        noise = conditional_perturbed(lp, draws, lp) - lp     # G_m, fixed
         s = relaxed(logp + noise, self.tau).mean(0)           # (S, B, D, K)
         f_z = f(b + (s - s.detach()))                         # (S, B), value f(D)
         return Estimate(loss=-f_z.mean(), value=f_z.detach().mean(0))

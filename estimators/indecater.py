@@ -16,6 +16,7 @@ points, (D, K) in front of (B, D, K) name the replaced variable and its value.
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -25,13 +26,20 @@ from .base import Estimate, Estimator, Fn, register
 from .sampling import sample_one_hot
 
 
+@functools.lru_cache(maxsize=32)
+def _masks(D: int, K: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    with torch.inference_mode(False):      # usable by autograd whoever asks first
+        which = torch.eye(D, dtype=dtype, device=device).view(1, D, 1, 1, D, 1)
+        value = torch.eye(K, dtype=dtype, device=device).view(1, 1, K, 1, 1, K)
+        return 1 - which, which * value
+
+
 def held_points(z: Tensor) -> Tensor:
     """z (S, B, D, K) -> (S, D, K, B, D, K): point [s, d, k] is z_s with
     variable d set to category k, every other variable held."""
     S, B, D, K = z.shape
-    which = torch.eye(D, dtype=z.dtype, device=z.device).view(1, D, 1, 1, D, 1)
-    value = torch.eye(K, dtype=z.dtype, device=z.device).view(1, 1, K, 1, 1, K)
-    return z.view(S, 1, 1, B, D, K) * (1 - which) + which * value
+    keep, put = _masks(D, K, z.device, z.dtype)              # built once per shape
+    return z.view(S, 1, 1, B, D, K) * keep + put
 
 
 @register

@@ -90,6 +90,12 @@ def eta_value(raw: Tensor, eta_bound: bool) -> Tensor:
     return 2.0 * torch.sigmoid(raw) if eta_bound else raw
 
 
+def tau_metric(tau: Tensor, log_tau: Tensor) -> Tensor:
+    """log_tau.exp(), detached, for logging: `tau` itself when it holds that
+    value already (no cast to the logits' dtype in between)."""
+    return tau.detach() if tau.dtype == log_tau.dtype else log_tau.detach().exp()
+
+
 def control_variate_surrogate(f_b: Tensor, logq: Tensor, c_z: Tensor, c_zt: Tensor) -> Tensor:
     """(S, B): value f(b); gradient
     (f(b) - c(z~)) grad log q(b) + grad f(b) + grad c(z) - grad c(z~).
@@ -162,7 +168,7 @@ class Rebar(Estimator):
         surr = control_variate_surrogate(f_b, logq, eta * f_z, eta * f_zt)
         var = variance_objective(surr, logits)
         aux = None if var is None else self.aux_from_objective(var, [self.log_tau, raw])
-        metrics = {"tau": self.log_tau.detach().exp(),
+        metrics = {"tau": tau_metric(tau, self.log_tau),
                    "eta": eta_value(raw.detach(), self.eta_bound)}
         if var is not None:
             metrics["grad_sq"] = var.detach()

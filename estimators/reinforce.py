@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Estimate, Estimator, Fn, check_choice, register
-from .sampling import log_prob, sample_one_hot
+from .sampling import log_prob_from, sample_one_hot
 
 BASELINES = ("none", "ema", "learned", "loo")
 
@@ -67,9 +67,10 @@ class Reinforce(Estimator):
 
     def estimate(self, logits: Tensor, f: Fn, context: Optional[Tensor]) -> Estimate:
         S = self.n_samples
-        z = sample_one_hot(logits, S)                       # (S, B, D, K)
+        logp = logits.log_softmax(-1)                       # (B, D, K), one for both uses
+        z = sample_one_hot(logits, S, logp)                 # (S, B, D, K)
         f_z = f(z)                                          # (S, B)
-        logq = log_prob(logits, z)                          # (S, B)
+        logq = log_prob_from(logp, z)                       # (S, B)
         aux, metrics = None, {}
         if self.baseline == "none":
             b = 0.0
@@ -87,12 +88,15 @@ class Reinforce(Estimator):
 
     def _ema_baseline(self, f_z: Tensor) -> Tensor:
         # bias-corrected like Adam, so early steps are not pulled towards 0;
-        # before the first update ema = 0 and so is b (no branch: no host sync)
-        b = self.ema / (1 - self.ema_decay ** self.ema_steps.clamp(min=1))
+        # before the first update ema = 0 and so is b (no branch: no host sync).
+        # The ops of ema / (1 - decay ** steps.clamp(min=1)) called directly:
+        # `**` and `1 -` on tensors go through Python-level wrappers, and
+        # `steps += 1` through Module.__setattr__ (same kernels, same numbers)
+        ema, steps, decay = self.ema, self.ema_steps, self.ema_decay
+        b = torch.div(ema, torch.rsub(torch.pow(decay, steps.clamp(min=1)), 1))
         if self.training:
-            with torch.no_grad():
-                self.ema.mul_(self.ema_decay).add_((1 - self.ema_decay) * f_z.mean().to(self.ema.dtype))
-                self.ema_steps += 1
+            ema.mul_(decay).add_((1 - decay) * f_z.detach().mean().to(ema.dtype))
+            steps.add_(1)
         return b.to(f_z.dtype)
 
     def extra_repr(self) -> str:

@@ -25,10 +25,11 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.parameter import is_lazy
 
 from .base import Estimate, Estimator, Fn, check_positive, register
 from .rebar import (check_eta_bound, check_relaxation, control_variate_surrogate,
-                    eta_parameter, eta_value, relax_pair, variance_objective)
+                    eta_parameter, eta_value, relax_pair, tau_metric, variance_objective)
 from .reinforce import features
 from .sampling import conditional_perturbed, log_prob, one_hot_argmax, perturbed
 
@@ -69,13 +70,18 @@ class Relax(Estimator):
     def control_variate(self, y: Tensor, x: Tensor) -> Tensor:
         """r_phi on relaxed samples y (N, B, D, K) and features x (B, C) -> (N, B)."""
         inp = torch.cat([y.flatten(2), x.expand(y.shape[0], *x.shape)], -1)  # (N, B, D*K + C)
-        if any(isinstance(p, nn.parameter.UninitializedParameter) for p in self.net.parameters()):
+        if any(is_lazy(p) for p in self.net_parameters()):
             with torch.no_grad():
                 self.net(inp)                     # materialise the lazy layer
             self.net.to(dtype=y.dtype)
+        w1, b1, w2, b2 = (self.gate(p) for p in self.net_parameters())
+        return F.linear(F.linear(inp, w1, b1).relu(), w2, b2).squeeze(-1)
+
+    def net_parameters(self) -> list[Tensor]:
+        """self.net.parameters(), in order, read directly (the generator walks
+        the module tree, several microseconds per call)."""
         first, _, last = self.net
-        h = F.linear(inp, self.gate(first.weight), self.gate(first.bias)).relu()
-        return F.linear(h, self.gate(last.weight), self.gate(last.bias)).squeeze(-1)
+        return [first.weight, first.bias, last.weight, last.bias]
 
     def relaxed_pair(self, z: Tensor, zt: Tensor, logits: Tensor, tau: Tensor):
         return relax_pair(z, zt, logits, tau, self.relaxation)
@@ -100,9 +106,9 @@ class Relax(Estimator):
         logq = log_prob(logits, b)                           # (S, B)
         surr = control_variate_surrogate(f_b, logq, c_z, c_zt)
         var = variance_objective(surr, logits)
-        own = [self.log_tau, *self.net.parameters()] + ([raw] if self.use_f else [])
+        own = [self.log_tau, *self.net_parameters()] + ([raw] if self.use_f else [])
         aux = None if var is None else self.aux_from_objective(var, own)
-        metrics = {"tau": self.log_tau.detach().exp()}
+        metrics = {"tau": tau_metric(tau, self.log_tau)}
         if self.use_f:
             metrics["eta"] = eta_value(raw.detach(), self.eta_bound)
         if var is not None:

@@ -33,25 +33,37 @@ def one_hot_argmax(z: Tensor) -> Tensor:
     return torch.zeros_like(z).scatter(-1, z.argmax(-1, keepdim=True), 1.0)
 
 
-def sample_one_hot(logits: Tensor, S: int) -> Tensor:
-    """S one-hot draws from q: (S, B, D, K), no gradient."""
+def sample_one_hot(logits: Tensor, S: int, logp: Tensor | None = None) -> Tensor:
+    """S one-hot draws from q: (S, B, D, K), no gradient. `logp`, the caller's
+    logits.log_softmax(-1) when it needs one anyway, spares recomputing it
+    (the same values: the same draws)."""
     with torch.no_grad():
-        return one_hot_argmax(perturbed(logits, S))
+        if logp is None:
+            return one_hot_argmax(perturbed(logits, S))
+        return one_hot_argmax(logp + gumbel((S, *logp.shape), logp))
 
 
 def log_prob(logits: Tensor, b: Tensor) -> Tensor:
     """log q(b) summed over variables: logits (B, D, K), b (S, B, D, K) -> (S, B)."""
-    return (b * logits.log_softmax(-1)).sum((-1, -2))
+    return log_prob_from(logits.log_softmax(-1), b)
 
 
-def conditional_perturbed(logits: Tensor, b: Tensor) -> Tensor:
+def log_prob_from(logp: Tensor, b: Tensor) -> Tensor:
+    """`log_prob` given logp = logits.log_softmax(-1) (B, D, K)."""
+    return (b * logp).sum((-1, -2))
+
+
+def conditional_perturbed(logits: Tensor, b: Tensor, logp: Tensor | None = None) -> Tensor:
     """z~ ~ p(z | argmax z = b), reparameterised in the logits (Tucker et al. 2017, app. C).
 
     With log p normalised, the maximum of log p + g is itself a standard Gumbel
     -log(-log v_b); every other coordinate is a Gumbel with location log p_k
     truncated below it: -log(-log v_k / p_k - log v_b).  Returns (S, B, D, K).
+    `logp`: logits.log_softmax(-1) when the caller has one (the gradient then
+    flows through the caller's node, not a node of its own).
     """
-    logp = logits.log_softmax(-1)                        # (B, D, K)
+    if logp is None:
+        logp = logits.log_softmax(-1)                    # (B, D, K)
     v = uniform(b.shape, logits)                         # (S, B, D, K)
     log_v = v.log()
     log_vb = (b * log_v).sum(-1, keepdim=True)           # (S, B, D, 1)

@@ -12,6 +12,7 @@ Unbiased for the gradient of E[L]; needs S >= 2.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional
 
@@ -20,7 +21,13 @@ from torch import Tensor
 
 from .base import Estimate, Estimator, Fn, register
 from .reinforce import leave_one_out_mean
-from .sampling import log_prob, sample_one_hot
+from .sampling import log_prob_from, sample_one_hot
+
+
+@functools.lru_cache(maxsize=32)
+def _diagonal(S: int, device: torch.device) -> Tensor:
+    with torch.inference_mode(False):      # usable by autograd whoever asks first
+        return torch.eye(S, dtype=torch.bool, device=device).unsqueeze(-1)   # (S, S, 1)
 
 
 def leave_one_out_bounds(f_z: Tensor) -> Tensor:
@@ -28,7 +35,7 @@ def leave_one_out_bounds(f_z: Tensor) -> Tensor:
     S = f_z.shape[0]
     others_mean = leave_one_out_mean(f_z)                             # (S, B)
     # replace row s by the mean of the others: a diagonal swap on an (S, S, B) view
-    eye = torch.eye(S, dtype=torch.bool, device=f_z.device).unsqueeze(-1)  # (S, S, 1)
+    eye = _diagonal(S, f_z.device)                                    # (S, S, 1), built once
     swapped = torch.where(eye, others_mean.unsqueeze(1), f_z.unsqueeze(0))  # (S, S', B)
     return torch.logsumexp(swapped, 1) - math.log(S)
 
@@ -49,10 +56,12 @@ class Vimco(Estimator):
 
     def estimate(self, logits: Tensor, f: Fn, context: Optional[Tensor]) -> Estimate:
         S = self.n_samples
-        z = sample_one_hot(logits, S)                        # (S, B, D, K)
+        logp = logits.log_softmax(-1)                        # (B, D, K), one for both uses
+        z = sample_one_hot(logits, S, logp)                  # (S, B, D, K)
         f_z = f(z)                                           # (S, B)
-        logq = log_prob(logits, z)                           # (S, B)
+        logq = log_prob_from(logp, z)                        # (S, B)
         bound = torch.logsumexp(f_z, 0) - math.log(S)        # (B,) carries sum_s w_s grad f_s
-        signal = (bound.unsqueeze(0) - leave_one_out_bounds(f_z)).detach()  # (S, B)
+        # detached inputs, not a detached result: no graph built only to be dropped
+        signal = bound.detach().unsqueeze(0) - leave_one_out_bounds(f_z.detach())  # (S, B)
         surr = bound + (signal * (logq - logq.detach())).sum(0)             # (B,)
         return Estimate(loss=-surr.mean(), value=bound.detach())

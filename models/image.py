@@ -78,14 +78,22 @@ class ImageCVAE(LatentModel):
             return self.fixed_prior(batch, self.null_code)
         return self.prior_table(batch.c).view(batch.size, *self.latent.param_shape)
 
-    def log_likelihood(self, batch: Batch, z: Tensor) -> Tensor:
+    def logits(self, batch: Batch, z: Tensor) -> Tensor:
+        """Pixel logits (S, B, P) of p(x | z, c)."""
         self.check_z(batch, z)
         S, B = z.shape[:2]
         code = z.reshape(S, B, -1)                                          # (S, B, D*K | D)
         code = self.drop_latent(code.reshape(S * B, -1), self.null_code,
                                 self.config.latent_dropout).view(S, B, -1)
         c = self.dec_label(batch.c).expand(S, B, -1)                        # (S, B, E)
-        logits = self.decoder(code, c)                                      # (S, B, P)
+        return self.decoder(code, c)                                        # (S, B, P)
+
+    def decode_mean(self, batch: Batch, z: Tensor) -> Tensor:
+        """E[x | z, c] (S, B, P): the Bernoulli means (samples, adherence)."""
+        return torch.sigmoid(self.logits(batch, z))
+
+    def log_likelihood(self, batch: Batch, z: Tensor) -> Tensor:
+        logits = self.logits(batch, z)                                      # (S, B, P)
         x = batch.x.to(logits.dtype).expand_as(logits)
         return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)   # (S, B)
 

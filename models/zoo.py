@@ -4,11 +4,18 @@
     latent = models.latents.build("categorical", D=8, K=10)
     model = models.build(task, latent, conditioning="film", learned_prior=True)
 
-`latent` may also be a name ("categorical" | "gaussian"): the family's default
-sizes are used (`default_latent`). Options are the fields of the family's
-config dataclass (`models.options(task)` lists them with defaults); unknown
-options, bad values and unsupported conditioning types raise ValueError
-before anything is built.
+    model = models.build(task, latent, conditioning="adaln", family="conv")
+
+The family: `family=None` is the task's own (`Task.family`: "image" tasks get
+the MLP family, whose public name is "mlp"); an image task also takes
+`family="conv"` (models.conv). A family declares the task families it takes
+(`task_families`, default: its own name); any other pair is refused naming
+the valid ones. `latent` may also be a name ("categorical" | "gaussian"): the
+family's default sizes are used (`default_latent`; a family may define its
+own, as the conv family does for its spatial latent). Options are the fields
+of the family's config dataclass (`models.options(task, family)` lists them
+with defaults); unknown options, bad values and unsupported conditioning
+types raise ValueError before anything is built.
 """
 from __future__ import annotations
 
@@ -21,22 +28,48 @@ from .latents import build as build_latent
 from .registry import config_from, defaults
 
 
-def _family(task_or_family) -> type[LatentModel]:
-    family = task_or_family if isinstance(task_or_family, str) else task_or_family.family
-    return FAMILIES.get(family)
+# public family name -> registered name: the MLP family is registered under
+# its task family ("image"), which conditioning types declare
+ALIASES = {"mlp": "image"}
+_PUBLIC = {v: k for k, v in ALIASES.items()}
+
+
+def _takes(cls: type[LatentModel]) -> tuple[str, ...]:
+    return tuple(getattr(cls, "task_families", (cls.family,)))
+
+
+def task_families(task) -> list[str]:
+    """Public names of the model families that take this task (`family=` values)."""
+    return sorted(_PUBLIC.get(n, n) for n in FAMILIES.names() if task.family in _takes(FAMILIES.get(n)))
+
+
+def _family(task_or_family, family: Optional[str] = None) -> type[LatentModel]:
+    if isinstance(task_or_family, str):
+        return FAMILIES.get(ALIASES.get(task_or_family, task_or_family))
+    task = task_or_family
+    if family is None:
+        return FAMILIES.get(task.family)
+    valid = task_families(task)
+    family = _PUBLIC.get(family, family) if isinstance(family, str) else family   # "image" = "mlp"
+    if not isinstance(family, str) or family not in valid:
+        raise ValueError(f"family={family!r} is not valid for task {task.name!r}; valid values: {valid}")
+    return FAMILIES.get(ALIASES.get(family, family))
 
 
 def families() -> list[str]:
     return FAMILIES.names()
 
 
-def options(task_or_family) -> dict[str, Any]:
+def options(task_or_family, family: Optional[str] = None) -> dict[str, Any]:
     """The options `build` accepts for this task (or family name), with defaults."""
-    return defaults(_family(task_or_family).Config)
+    return defaults(_family(task_or_family, family).Config)
 
 
-def default_latent(task, kind: str = "categorical") -> Latent:
-    """Latent sizes that suit the task when only a latent name is given."""
+def default_latent(task, kind: str = "categorical", family: Optional[str] = None) -> Latent:
+    """Latent sizes that suit the task (and model family) when only a latent name is given."""
+    cls = _family(task, family) if family is not None or task.family in FAMILIES else None
+    if hasattr(cls, "default_latent"):
+        return cls.default_latent(task, kind)
     if task.family == "toy":
         if kind != "categorical":
             raise ValueError(f"toy: latent {kind!r} is not valid; the toy latent is categorical (K=2)")
@@ -51,14 +84,15 @@ def default_latent(task, kind: str = "categorical") -> Latent:
 
 
 def build(task, latent: Union[Latent, str] = "categorical", conditioning: Optional[str] = "film",
-          **opts) -> LatentModel:
+          family: Optional[str] = None, **opts) -> LatentModel:
     """The model for `task` with latent `latent` and conditioning type `conditioning`.
 
+    `family`: None for the task's own, or one of `task_families(task)`.
     Families without a condition (`conditioned = False`: the toy) ignore
     `conditioning`. Returns an
     nn.Module (float32) already on the task's device.
     """
-    cls = _family(task)
+    cls = _family(task, family)
     config = config_from(cls.Config, f"{cls.family} model", opts)
     if conditioning is not None:
         cond_types.get(conditioning)                 # an unknown name fails for every family
@@ -70,5 +104,5 @@ def build(task, latent: Union[Latent, str] = "categorical", conditioning: Option
     else:
         conditioning = None
     if isinstance(latent, str):
-        latent = default_latent(task, latent)
+        latent = default_latent(task, latent, family)
     return cls(task, latent, conditioning, config).to(task.device)

@@ -14,17 +14,31 @@
               when the latent is categorical, the target an expectation and
               K^D <= eval.exact_max_configs. A deterministic estimator (its
               class says so) logs bias 0 and cosine 1 instead of a variance of 0.
+- gen/*       image tasks with `eval.samples=true` (any image family and
+              conditioning type): gen/class_accuracy, the fraction of
+              `eval.samples_per_class` prior samples per class that a classifier
+              trained on the real training split labels as the requested class,
+              and gen/classifier_accuracy, that classifier's held-out accuracy
+              (the ceiling); models.adherence (cached on disk). The same
+              evaluation writes PNG grids (class samples, fix z vary the class,
+              reconstructions; models.samples) to a temporary folder and hands
+              each to `artifact(path, "samples")` (MLflow log_artifact in a job).
 
 Randomness: all of it runs inside `torch.random.fork_rng`, so evaluating
 (or not) never changes the training trajectory of a seed.
 """
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+from typing import Callable, Optional
+
 import torch
 
 import estimators
 import models
 from estimators.exact import Exact
+from models import adherence, samples
 from .objective import objective
 
 
@@ -33,8 +47,13 @@ def _first(batch, n: int):
 
 
 class Evaluator:
-    def __init__(self, cfg, task, model, est, lam: float, mode: str):
+    def __init__(self, cfg, task, model, est, lam: float, mode: str,
+                 artifact: Optional[Callable[[Path, str], None]] = None):
         self.cfg, self.task, self.model, self.est = cfg, task, model, est
+        self.artifact = artifact
+        # opt-in, so the final metrics of existing image runs keep their keys
+        self.samples = bool(getattr(cfg.eval, "samples", False)) and task.family == "image"
+        self.classifier = None          # loaded at the first evaluation that needs it
         self.lam, self.mode = lam, mode
         self.val = _first(task.split("val"), cfg.eval.batch_size)
         g = task.generator(cfg.seed + 7919)           # a fixed minibatch for grad stats
@@ -60,6 +79,8 @@ class Evaluator:
                 out.update(self.metrics())
                 if self.cfg.eval.grad_stats:
                     out.update(self.grad_stats(beta))
+                if self.samples:
+                    out.update(self.generated(step))
         finally:
             self.model.train(was[0])
             self.est.train(was[1])
@@ -70,6 +91,28 @@ class Evaluator:
         for the definitions)."""
         out = models.evaluate(self.model, self.val, n_iw=self.cfg.eval.iwae_samples)
         return {k: float(v) for k, v in out.items()}
+
+    def generated(self, step: int) -> dict[str, float]:
+        """gen/* and the sample grids (module docstring). Their own seed: turning
+        them on or off changes no other metric, and they do not depend on grad_stats."""
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.cfg.seed * 1_000_003 + step + 104_729)
+            return self._generated(step)
+
+    def _generated(self, step: int) -> dict[str, float]:
+        e = self.cfg.eval
+        if self.classifier is None:
+            settings = adherence.ClassifierSettings(steps=e.classifier_steps, seed=self.cfg.seed)
+            self.classifier = adherence.load_classifier(self.task, seed=self.cfg.seed, settings=settings)
+        out = {"gen/class_accuracy": adherence.class_accuracy(self.model, self.classifier,
+                                                              e.samples_per_class),
+               "gen/classifier_accuracy": self.classifier.accuracy}
+        if self.artifact is not None:
+            with tempfile.TemporaryDirectory() as folder:
+                for path in samples.write_grids(self.model, self.val, Path(folder), step,
+                                                n=e.samples_per_class):
+                    self.artifact(path, "samples")
+        return out
 
     def grad_stats(self, beta: float) -> dict[str, float]:
         m, est, b = self.model, self.est, self.gbatch

@@ -1,7 +1,8 @@
 """One Hydra job from config to MLflow run, with the reliability rules:
 
-1. `validate(cfg)` before anything is built; a bad config ends a single run
-   with its named error (exit status 2, nothing logged), and in a multirun is
+1. `validate(cfg)` before the store is touched (the launching process has
+   already checked, bench.tracking.preflight); a bad config ends a single run
+   with its named error (exit status 2, nothing created), and in a multirun is
    recorded FAILED (the sweep goes on).
 2. Skip: a FINISHED run of the experiment with the same `config_hash` tag
    means the job is done; `rerun=true` forces it. A skip is noted on the
@@ -14,10 +15,17 @@
    raising, so Hydra goes on with the sweep. Ctrl-C ends the run KILLED and
    propagates.
 5. The store unreachable for longer than `mlflow.patience_s` (bench.tracking.store:
-   shorter outages are retried and lose nothing) raises `TrackingUnavailable`,
-   naming the URI, in a multirun too: every later job would wait as long, so
-   the sweep stops; runs left RUNNING are marked KILLED by the callback's exit
-   hook when the store answers again.
+   shorter outages are retried and lose nothing) ends the job FAILED, with a
+   `failure_reason` naming the URI, the patience and the metric points not
+   written, recorded when the store answers again (waiting at most
+   max(patience, 60 s) more; if it does not, the run's heartbeat has stopped
+   and liveness marks it lost later). A single run exits 1 with that line. In
+   a multirun the sweep stops: later jobs of this process are not started
+   (each would wait as long) and the summary says so; jobs already running in
+   other processes meet the outage on their own.
+6. Liveness: the open run carries a heartbeat (bench.tracking.liveness), and
+   lost runs of the experiment are marked before the skip check, so a config
+   whose process was killed is redone.
 
 Returns the final val/elbo (NaN when failed): a Hydra sweeper's objective.
 """
@@ -37,6 +45,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..config import plain
 from ..config.validate import ConfigError, validate
 from ..tracking import identity as I
+from ..tracking import liveness as L
 from ..tracking import sink as W
 from ..tracking import store as S
 from ..tracking.handoff import Handoff
@@ -72,8 +81,34 @@ def _quick_exit() -> None:
 def run_job(cfg: DictConfig) -> float:
     _quick_exit()
     multirun, job_num = _hydra_job()
+    if not multirun:
+        with S.named_exit():        # one line naming the store, not a chained traceback
+            return _run_job(cfg, multirun, job_num)
+    if S.SWEEP_STOPPED:
+        S.NOT_STARTED.append(job_num)
+        print(f"[bench] job {job_num} not started: the sweep stopped ({S.SWEEP_STOPPED[:200]})",
+              file=sys.stderr, flush=True)
+        return math.nan
+    try:
+        return _run_job(cfg, multirun, job_num)
+    except S.TrackingUnavailable as e:
+        S.SWEEP_STOPPED = str(e)
+        print(f"[bench] job {job_num} FAILED: {e}\n[bench] the sweep stops: later jobs are not "
+              f"started; rerun the same command when the store is back", file=sys.stderr, flush=True)
+        return math.nan
+
+
+def _run_job(cfg: DictConfig, multirun: bool, job_num: str) -> float:
     cfg = plain(cfg)                # enums unwrapped once, here
     resolved = OmegaConf.to_container(cfg)
+    try:
+        validate(cfg)               # before the store: a bad value creates nothing
+        bad = None
+    except ConfigError as e:
+        if not multirun:            # the message says it all: no traceback, exit status 2
+            print(f"Error in the configuration: {e}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from e
+        bad = e
     uri = S.resolve_tracking_uri()
     S.configure(cfg.mlflow.patience_s, uri)
     c = S.client(uri)
@@ -93,17 +128,15 @@ def run_job(cfg: DictConfig) -> float:
         tags[I.PARENT_TAG] = parent
         tags["sweep_id"] = handoff.sweep_id or ""
 
-    try:
-        validate(cfg)
-    except ConfigError as e:
-        if not multirun:            # the message says it all: no traceback, exit status 2
-            print(f"Error in the configuration: {e}", file=sys.stderr, flush=True)
-            raise SystemExit(2) from e
+    if bad is not None:             # in a sweep, recorded FAILED and the sweep goes on
         run_id = _open_run(c, exp_id, tags, resolved)
-        _fail(c, run_id, e)
-        print(f"[bench] job {job_num}: {e}", file=sys.stderr, flush=True)
+        _fail(c, run_id, bad)
+        print(f"[bench] job {job_num}: {bad}", file=sys.stderr, flush=True)
         return math.nan
 
+    # a run of this config whose process died is RUNNING forever otherwise, and
+    # would look like work in progress; once marked lost (FAILED) it is redone below
+    L.reap(c, exp_id, cfg.mlflow.lost_after_s)
     if not cfg.rerun:
         done = S.finished_run_with_hash(c, exp_id, chash)
         if done is not None:
@@ -115,6 +148,14 @@ def run_job(cfg: DictConfig) -> float:
             return math.nan if final is None else final
 
     run_id = _open_run(c, exp_id, tags, resolved)
+    beat = L.Heartbeat(c, run_id, cfg.mlflow.heartbeat_s)
+    try:
+        return _train_run(cfg, c, uri, run_id, tags, multirun, job_num)
+    finally:
+        beat.stop()
+
+
+def _train_run(cfg, c, uri: str, run_id: str, tags: dict, multirun: bool, job_num: str) -> float:
     from .train import train        # torch and models load only for a real run
     sink = W.MetricSink(c, run_id)
     try:
@@ -128,8 +169,15 @@ def run_job(cfg: DictConfig) -> float:
         W.set_tags(c, run_id, {"failure_reason": "KeyboardInterrupt"})
         S.retrying(c.set_terminated, run_id, "KILLED")
         raise
-    except S.TrackingUnavailable:
-        raise                       # recording the failure would wait as long again
+    except S.TrackingUnavailable as e:
+        reason = S.TrackingUnavailable(f"{e}; {sink.unwritten} metric point(s) not written")
+        try:                        # recorded once the store answers again, within a bound
+            with S.patience(max(S.PATIENCE_S, 60.0)):
+                _fail(c, run_id, reason)
+        except S.TrackingUnavailable:
+            print(f"[bench] could not record run {run_id} FAILED; its heartbeat has stopped, so "
+                  f"the next sweep, rerun or bench.tables marks it lost", file=sys.stderr, flush=True)
+        raise reason from None
     except Exception as e:  # noqa: BLE001 -- any failure is recorded, then handled below
         _fail(c, run_id, e)
         if not multirun:
@@ -146,6 +194,7 @@ def run_job(cfg: DictConfig) -> float:
 
 
 def _open_run(c, exp_id: str, tags: dict, resolved: dict) -> str:
+    tags = {**tags, L.TAG: L.beat()}     # alive from the start: a kill before the first beat is seen
     run = S.retrying(c.create_run, exp_id, tags={k: str(v) for k, v in tags.items()})
     run_id = run.info.run_id
     W.log_params(c, run_id, I.flatten(resolved))

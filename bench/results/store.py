@@ -28,6 +28,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from ..tracking.identity import LABEL_KEYS, PARENT_TAG
+from ..tracking.liveness import LOST_PREFIX, reap
 from ..tracking.store import retrying, search_pages
 
 RUN_TAGS = LABEL_KEYS + ("sweep_id", "config_hash", "failure_reason", "git_commit")
@@ -103,8 +104,14 @@ def _sweeps_present(rows: pd.DataFrame) -> list[str]:
     return sorted(s for s in rows["sweep_id"].dropna().unique())
 
 
-def load_study(client: MlflowClient, experiment: str, sweep: Optional[str] = None) -> Study:
+def load_study(client: MlflowClient, experiment: str, sweep: Optional[str] = None,
+               lost_after_s: Optional[float] = None) -> Study:
+    """The experiment's runs; with `lost_after_s`, RUNNING runs silent for longer
+    are first marked lost in the store (bench.tracking.liveness), so that a
+    sweep killed overnight does not read as one still in progress."""
     exp = _experiment(client, experiment)
+    if lost_after_s is not None:
+        reap(client, exp.experiment_id, lost_after_s)
     # Quotes inside a sweep id would break the filter; sweep ids are timestamps.
     flt = f"tags.sweep_id = '{sweep}'" if sweep else ""
     rows = pd.DataFrame([_row(r) for r in search_all(client, exp.experiment_id, flt)])
@@ -145,6 +152,7 @@ def load_study(client: MlflowClient, experiment: str, sweep: Optional[str] = Non
         jobs[col] = jobs[col].fillna(MISSING).astype(str)
     jobs["sweep_id"] = jobs["sweep_id"].fillna(MISSING)
     jobs["failure_reason"] = jobs["failure_reason"].fillna("")
+    jobs["lost"] = (jobs["status"] == "FAILED") & jobs["failure_reason"].str.startswith(LOST_PREFIX)
     done = jobs["end_time"].notna() & jobs["start_time"].notna()
     jobs["wall_s"] = (jobs["end_time"] - jobs["start_time"]).where(done) / 1000.0
     # Row order must not depend on the store's: sort on stable keys.

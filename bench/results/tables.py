@@ -15,7 +15,8 @@ into --out:
     status.md, status_runs.csv, status_sweeps.csv, status_skipped.csv
                                  every FAILED / KILLED / unfinished run with its
                                  failure_reason, each sweep's counts, and each
-                                 skipped job with the earlier run it reused
+                                 skipped job with the earlier run it reused; lost
+                                 runs (bench.tracking.liveness) marked, listed apart
     figures/*.png                (bench.results.plots)
 
 Rows are grouped by task × estimator × conditioning, plus latent, kl and
@@ -41,6 +42,7 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from ..config.schema import TrackingConf
 from .format import agg_markdown, md_table, sort_rows, write_csv
 from .store import MISSING, NoRunsError, Study, fetch_curves, load_study
 
@@ -155,11 +157,14 @@ def status_tables(study: Study, superseded: pd.DataFrame) -> tuple[pd.DataFrame,
                         SKIPPED_COLS)
     jobs = study.jobs[~study.jobs["reused"]]  # a reused run belongs to the sweep that made it
     bad = study.jobs[study.jobs["status"] != "FINISHED"]
+    bad = bad.assign(status=bad["status"].where(~bad["lost"], "FAILED (lost)"))
     sup = superseded.assign(status="FINISHED (superseded)")
     runs = sort_rows(pd.concat([bad, sup])[list(STATUS_COLS)], STATUS_COLS)
-    counts = {s: jobs[jobs["status"] == s].groupby("sweep_id").size()
-              for s in ("FINISHED", "FAILED", "KILLED")}
-    other = jobs[~jobs["status"].isin(counts)].groupby("sweep_id").size()
+    # a lost run (its process died) is counted apart from live RUNNING ones and real failures
+    state = jobs["status"].where(~jobs["lost"], "LOST")
+    counts = {s: jobs[state == s].groupby("sweep_id").size()
+              for s in ("FINISHED", "FAILED", "LOST", "KILLED")}
+    other = jobs[~state.isin(counts)].groupby("sweep_id").size()
     sweeps = set(jobs["sweep_id"]) | set(study.parents["sweep_id"].fillna(MISSING))
     parents = study.parents.assign(sweep_id=study.parents["sweep_id"].fillna(MISSING))
     rows = []
@@ -214,14 +219,14 @@ def write_results(client, study: Study, out: Path) -> list[Path]:
         written += [out / f"{name}.md", out / f"{name}.csv"]
 
     runs, sweeps, skipped_jobs = status_tables(study, superseded)
-    n = {s: int((study.jobs["status"] == s).sum()) for s in ("FAILED", "KILLED")}
+    n, lost = {s: int((study.jobs["status"] == s).sum()) for s in ("FAILED", "KILLED")}, int(study.jobs["lost"].sum())
     # The count a sweep wrote at its end, else (a sweep that died) its skipped.* tags.
     skipped = sum(int(float(c)) if isinstance(c, str) else len(r) for c, r in
                   zip(study.parents["sweep.skipped"], study.parents["skipped_runs"]))
     summary = (f"{scope}: {len(finished)} finished runs used, {len(superseded)} superseded by a "
-               f"rerun, {n['FAILED']} failed, {n['KILLED']} killed, "
+               f"rerun, {n['FAILED'] - lost} failed, {n['KILLED']} killed, {lost} lost (no heartbeat), "
                f"{len(study.jobs) - len(finished) - len(superseded) - n['FAILED'] - n['KILLED']} "
-               f"other (running or scheduled), {skipped} skipped (sweep parents' counts), "
+               f"other (running, heartbeat fresh), {skipped} skipped (sweep parents' counts), "
                f"{study.ignored} runs without an `estimator` tag ignored.")
     text = (f"# Run status\n\n{summary}\n\n## Sweeps\n\n"
             + md_table(list(sweeps.columns), sweeps.astype(str).values.tolist())
@@ -254,7 +259,6 @@ def sweep_parent(study: Study) -> Optional[str]:
 
 def default_experiment() -> str:
     """The harness's experiment name: the default of `mlflow.experiment`."""
-    from bench.config.schema import TrackingConf
     return TrackingConf.experiment
 
 
@@ -264,6 +268,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help="MLflow experiment (default: the default of mlflow.experiment)")
     ap.add_argument("--sweep", default=None, help="sweep_id tag of one sweep (default: all runs)")
     ap.add_argument("--out", default="results", type=Path, help="output folder (default results/)")
+    ap.add_argument("--lost-after-s", type=float, default=TrackingConf.lost_after_s,
+                    help="mark RUNNING runs with an older heartbeat lost (default mlflow.lost_after_s)")
     ap.add_argument("--no-artifacts", action="store_true",
                     help="do not log the files to the sweep's parent run")
     args = ap.parse_args(argv)
@@ -272,7 +278,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     client = store_client()
     try:
-        study = load_study(client, args.experiment, args.sweep)
+        study = load_study(client, args.experiment, args.sweep, lost_after_s=args.lost_after_s)
     except NoRunsError as e:
         print(f"bench.tables: {e}", file=sys.stderr)
         return 2

@@ -11,9 +11,13 @@ more CPU time (README, "SLURM"), so the callback prints how to batch them.
 
 At the end of a multirun it prints the summary table (finished, failed,
 skipped), sets `sweep.finished`, `sweep.failed`, `sweep.skipped` (and
-`sweep.killed` for children still RUNNING) on the parent and ends it. If the
+`sweep.killed` for children still RUNNING) on the parent and ends it (FAILED,
+with `sweep.not_started`, when an outage stopped the sweep). If the
 launching process dies first (Ctrl-C), an atexit hook marks the parent and any
-child left RUNNING as KILLED.
+child left RUNNING as KILLED. If it is killed outright (SIGKILL, OOM), no hook
+runs: the parent's heartbeat (bench.tracking.liveness), written from here,
+stops, and the next sweep, rerun or `bench.tables` marks it and its children
+lost. Before the store is touched, `preflight.check` refuses a bad config.
 """
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from . import identity as I
+from . import liveness as L
+from . import preflight
 from . import sink as W
 from . import store as S
 from .handoff import Handoff
@@ -36,6 +42,9 @@ def _prepare(cfg: DictConfig) -> Handoff:
     uri = S.resolve_tracking_uri()
     S.configure(cfg.mlflow.patience_s, uri)
     exp_id = S.ensure_experiment(uri, cfg.mlflow.experiment)
+    # before any job: runs of a sweep that was killed -9 are marked lost, so that
+    # this sweep's skip checks redo them and nobody mistakes them for live ones
+    L.reap(S.client(uri), exp_id, cfg.mlflow.lost_after_s)
     return Handoff(uri, exp_id, cfg.mlflow.experiment, I.git_commit())
 
 
@@ -64,10 +73,12 @@ class TrackingCallback(Callback):
         self.client = None
         self.exp_id: str | None = None
         self.handoff: Handoff | None = None
+        self.beat: L.Heartbeat | None = None
+        self.lost_after_s = 60.0
 
     def __getstate__(self) -> dict:
         # launchers pickle this object into every job: the hand-off travels, the client does not
-        return {**self.__dict__, "client": None}
+        return {**self.__dict__, "client": None, "beat": None}
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         """In the job's process: the launching process's hand-off, whatever the
@@ -77,7 +88,9 @@ class TrackingCallback(Callback):
 
     # -- single run --------------------------------------------------------
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.handoff = _prepare(config)
+        preflight.check(config, multirun=False)     # before the store: a bad value creates nothing
+        with S.named_exit():
+            self.handoff = _prepare(config)
         self.handoff.export()
 
     # -- multirun ----------------------------------------------------------
@@ -86,6 +99,12 @@ class TrackingCallback(Callback):
         hint = oversubscription_hint(config, cores)
         if hint:
             print(hint, file=sys.stderr, flush=True)
+        preflight.check(config, multirun=True)
+        with S.named_exit():
+            self._open_parent(config)
+        atexit.register(self._abandon)
+
+    def _open_parent(self, config: DictConfig) -> None:
         h = _prepare(config)
         self.client, self.exp_id = S.client(h.uri), h.experiment_id
         sid = I.sweep_id()
@@ -97,16 +116,25 @@ class TrackingCallback(Callback):
             "sweep.overrides": " ".join(overrides),
             "sweep.dir": str(config.hydra.sweep.dir),
             "git_commit": h.git_commit,
+            L.TAG: L.beat(),
         })
         self.parent = run.info.run_id
+        self.beat = L.Heartbeat(self.client, self.parent, config.mlflow.heartbeat_s)
+        self.lost_after_s = float(config.mlflow.lost_after_s)
         h.parent_run_id, h.sweep_id = self.parent, sid
         self.handoff = h
         h.export()
-        atexit.register(self._abandon)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.parent is None:
             return
+        self._stop_beat()
+        with S.named_exit():
+            self._summarise()
+
+    def _summarise(self) -> None:
+        # again at the end: runs killed less than lost_after_s before this sweep began are lost by now
+        L.reap(self.client, self.exp_id, self.lost_after_s)
         kids = S.children(self.client, self.exp_id, self.parent)
         parent_tags = S.retrying(self.client.get_run, self.parent).data.tags
         skipped = {k.split(".", 1)[1]: v for k, v in parent_tags.items() if k.startswith("skipped.")}
@@ -117,13 +145,26 @@ class TrackingCallback(Callback):
         W.set_tags(self.client, self.parent, tags)
         reused = {job: S.retrying(self.client.get_run, rid) for job, rid in skipped.items()}
         print(summary_table(kids, reused, tags), file=sys.stdout, flush=True)
-        S.retrying(self.client.set_terminated, self.parent, "FINISHED")
+        if S.SWEEP_STOPPED:         # an outage longer than the patience (bench.job.runner)
+            why = f"sweep stopped: {S.SWEEP_STOPPED}; jobs not started: {len(S.NOT_STARTED)}"
+            print(f"[bench] {why}; rerun the same command to do them", file=sys.stdout, flush=True)
+            W.set_tags(self.client, self.parent, {"failure_reason": why[:1000],
+                                                  "sweep.not_started": len(S.NOT_STARTED)})
+        S.retrying(self.client.set_terminated, self.parent, "FAILED" if S.SWEEP_STOPPED else "FINISHED")
         self.parent = None
+        if S.SWEEP_STOPPED:
+            raise SystemExit(1)     # a script or scheduler must see that work is left
+
+    def _stop_beat(self) -> None:
+        if self.beat is not None:
+            self.beat.stop()
+            self.beat = None
 
     def _abandon(self) -> None:
         """atexit: the sweep did not reach on_multirun_end (Ctrl-C, a crash)."""
         if self.parent is None:
             return
+        self._stop_beat()
         try:
             for r in S.children(self.client, self.exp_id, self.parent):
                 if r.info.status == "RUNNING":

@@ -44,6 +44,7 @@ class MetricSink:
     def __init__(self, c, run_id: str):
         self.c, self.run_id = c, run_id
         self.error: BaseException | None = None
+        self.unwritten = 0          # points dropped after a fatal error: counted in the failure reason
         self.queue: "queue.SimpleQueue" = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._write, name="bench-metrics", daemon=True)
         self.thread.start()
@@ -60,6 +61,9 @@ class MetricSink:
                     log_metrics(self.c, self.run_id, *item)
                 except BaseException as e:  # noqa: BLE001 -- handed to the training thread
                     self.error = e
+                    self.unwritten += 1
+            else:
+                self.unwritten += 1
 
     def close(self) -> None:
         if self.thread.is_alive():

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
@@ -65,15 +66,96 @@ class TrackingUnavailable(RuntimeError):
     """The tracking store kept failing transiently for longer than the patience."""
 
 
+# Set by the first job of this process that met an outage longer than the
+# patience (bench.job.runner): later jobs of the sweep are not started, since
+# each would wait as long, and the sweep's summary says why (callbacks).
+SWEEP_STOPPED: Optional[str] = None
+NOT_STARTED: list = []
+
+
+@contextmanager
+def patience(seconds: float):
+    """PATIENCE_S = seconds within the block (recording a failure after an outage)."""
+    global PATIENCE_S
+    old, PATIENCE_S = PATIENCE_S, float(seconds)
+    try:
+        yield
+    finally:
+        PATIENCE_S = old
+
+
 def configure(patience_s: float | None = None, uri: str | None = None) -> None:
     """Set the outage patience of this process and, for an http(s) store,
-    MLflow's per-request HTTP retry defaults (environment values win)."""
-    global PATIENCE_S
+    MLflow's per-request HTTP retry defaults (environment values win); for a
+    sqlite store, the driver's busy timeout (below)."""
+    global PATIENCE_S, _BUSY_MS
     if patience_s is not None:
         PATIENCE_S = float(patience_s)
-    if (uri or resolve_tracking_uri()).startswith(("http://", "https://")):
+    uri = uri or resolve_tracking_uri()
+    if uri.startswith(("http://", "https://")):
         for k, v in HTTP_DEFAULTS.items():
             os.environ.setdefault(k, v)
+    if uri.startswith("sqlite:"):
+        # MLflow sets `PRAGMA busy_timeout = 20000` on every session, so one
+        # attempt on a locked store blocked 20 s: a 5 s patience gave up after
+        # 20 and never printed its retry notice. A fifth of the patience, within
+        # 0.1-5 s, leaves several attempts (and the notice) inside it.
+        _BUSY_MS = int(min(5000, max(100, PATIENCE_S * 1000 / 5)))
+        _shorten_busy_timeout()
+        # MLflow logs every failed attempt at ERROR with its traceback (~50 lines
+        # each, thousands in a lock); the error it raises says the same once, and
+        # `retrying` prints one notice per call instead
+        import logging
+        logging.getLogger("mlflow.store.db.utils").addFilter(_drop_attempt_errors)
+
+
+def _drop_attempt_errors(record) -> bool:
+    return not (record.levelname == "ERROR" and "SQLAlchemy database error" in record.getMessage())
+
+
+_BUSY_MS = 20000
+_BUSY_HOOKED = False
+
+
+def _shorten_busy_timeout() -> None:
+    global _BUSY_HOOKED
+    if _BUSY_HOOKED:
+        return
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    def rewrite(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("PRAGMA BUSY_TIMEOUT"):
+            statement = f"PRAGMA busy_timeout = {_BUSY_MS};"
+        return statement, parameters
+
+    event.listen(Engine, "before_cursor_execute", rewrite, retval=True)
+    _BUSY_HOOKED = True
+
+
+def check_store(uri: str) -> None:
+    """Fail at once, naming the path and the cause, when a sqlite store cannot
+    be opened or written: MLflow retries creating its engine for ~100 s and
+    then names no path (an unopenable store is not an outage that passes).
+    Other stores are checked by their first call, within the patience."""
+    if not uri.startswith("sqlite:///"):
+        return
+    import sqlite3
+    path = Path(uri[len("sqlite:///"):])
+    try:
+        if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+            raise PermissionError(f"{path} is not readable and writable by this user")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(str(path), timeout=1.0)
+        try:
+            con.execute("PRAGMA schema_version").fetchone()     # 'file is not a database' shows here
+        finally:
+            con.close()
+    except (OSError, sqlite3.Error) as e:
+        if any(w in str(e).lower() for w in ("locked", "busy")):
+            return                  # another writer: `retrying` waits for it
+        raise TrackingUnavailable(f"MLflow tracking store {uri} cannot be opened: "
+                                  f"{type(e).__name__}: {e}") from None
 
 
 def _uri_of(fn: Callable) -> str:
@@ -98,10 +180,11 @@ def retrying(fn: Callable[..., T], *args, patience_s: float | None = None, **kwa
                 raise
             waited = time.monotonic() - t0
             if waited + delay > patience:
+                first = (str(e).strip().splitlines() or [""])[0]    # not MLflow's SQL echo
                 raise TrackingUnavailable(
                     f"MLflow tracking store {_uri_of(fn)} failed for {waited:.0f} s "
                     f"(mlflow.patience_s={patience:g}) in {getattr(fn, '__name__', fn)}: "
-                    f"{type(e).__name__}: {str(e)[:500]}") from e
+                    f"{type(e).__name__}: {first[:300]}") from e
             if waited >= 1.0 and not told:      # once per call, after ~1 s of failures
                 told = True
                 print(f"[bench] tracking store {_uri_of(fn)} unavailable ({type(e).__name__}); "
@@ -113,6 +196,7 @@ def retrying(fn: Callable[..., T], *args, patience_s: float | None = None, **kwa
 def ensure_experiment(uri: str, name: str) -> str:
     """Create the store (sqlite tables) and the experiment if missing; return
     its id. Call once in the launching process, before parallel jobs start."""
+    check_store(uri)
     c = client(uri)
     exp = retrying(c.get_experiment_by_name, name)
     if exp is not None:
@@ -152,3 +236,17 @@ def finished_run_with_hash(c, experiment_id: str, chash: str) -> str | None:
 def children(c, experiment_id: str, parent_id: str) -> list:
     """Every child run of a sweep's parent."""
     return search_pages(c, experiment_id, f"tags.`{PARENT_TAG}` = '{parent_id}'")
+
+
+@contextmanager
+def named_exit():
+    """A store that stays unavailable ends the command with one line naming
+    the URI and the cause, exit status 1, not Hydra's chained traceback
+    (HYDRA_FULL_ERROR=1 keeps the traceback)."""
+    try:
+        yield
+    except TrackingUnavailable as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"[bench] error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None

@@ -21,11 +21,23 @@ sequence family (models.sequence: pre-norm causal transformer decoder)
                                      or None; default: `<bos> <x> x… </x> <y> y…` with the
                                      summed latent slots as the vector
 
+conv family (models.conv: residual U-shaped encoder / decoder on (N, C, H, W) maps)
+    conv_block_modulation(channels, d_cond)
+                                     after each GroupNorm of every residual block, m(h, c)
+                                     with h (N, C, H, W), c (N, E); None: nothing
+    conv_head(c_in, d_cond, c_out, size)
+                                     the encoder's 1x1 latent head at the latent map of
+                                     size (h, w), called as layer(h, c)
+    conv_input(c_in, d_cond, c_out, size)
+                                     the decoder's first 3x3 convolution on the z map
+                                     (N, Cz, h, w), called as layer(z, c)
+
 Modules created by the hooks are created in the order the family calls them,
 so a given seed gives the same initial weights whatever else is registered.
 
 Axis legend: B batch, N = S*B rows (samples x batch), T tokens, M memory
-tokens, Dz latent slots, d model width, E condition width.
+tokens, Dz latent slots, d model width, E condition width, C channels,
+H, W feature-map height and width.
 """
 from __future__ import annotations
 
@@ -119,3 +131,15 @@ class Conditioning(nn.Module):
     @classmethod
     def decoder_input(cls, d_model: int, n_heads: int, config, n_memory: int) -> nn.Module:
         return InlineInput()
+
+    @classmethod
+    def conv_block_modulation(cls, channels: int, d_cond: int) -> Optional[nn.Module]:
+        return None
+
+    @classmethod
+    def conv_head(cls, c_in: int, d_cond: int, c_out: int, size: tuple[int, int]) -> nn.Module:
+        return IgnoreCondition(nn.Conv2d(c_in, c_out, 1))
+
+    @classmethod
+    def conv_input(cls, c_in: int, d_cond: int, c_out: int, size: tuple[int, int]) -> nn.Module:
+        return IgnoreCondition(nn.Conv2d(c_in, c_out, 3, padding=1))

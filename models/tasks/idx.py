@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,22 +21,38 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """The array stored in an IDX file (plain or gzipped), in native byte order."""
+    """The array stored in an IDX file (plain or gzipped), in native byte order.
+    Every way the file can be wrong raises ValueError naming the file and what
+    was expected: a half-downloaded archive must say which file to fetch again."""
     path = Path(path)
     raw = path.read_bytes()
-    if raw[:2] == _GZIP_MAGIC:
-        raw = gzip.decompress(raw)
+    gzipped = raw[:2] == _GZIP_MAGIC
+    if gzipped:
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as e:
+            raise ValueError(f"{path}: gzip data is truncated or corrupt ({e}); expected a complete "
+                             f"gzipped IDX file: download it again") from None
+    where = f"{path}{' (after gunzip)' if gzipped else ''}"
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise ValueError(f"{path}: not an IDX file (bad magic number)")
+        hint = ("; the name ends in .gz but the file is not gzip-compressed (no 1f 8b magic)"
+                if path.suffix == ".gz" and not gzipped else "")
+        raise ValueError(f"{where}: not an IDX file: starts with {raw[:4]!r}, expected the IDX "
+                         f"magic number 00 00 <type> <ndim>{hint}")
     code, ndim = raw[2], raw[3]
     if code not in _DTYPES:
-        raise ValueError(f"{path}: unknown IDX type byte 0x{code:02x}")
+        raise ValueError(f"{where}: unknown IDX type byte 0x{code:02x}; expected one of "
+                         f"{', '.join(f'0x{c:02x}' for c in _DTYPES)}")
     header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{where}: truncated header: {len(raw)} bytes, expected {header} "
+                         f"(4 + 4 x {ndim} dimension sizes)")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
     dtype = _DTYPES[code]
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(raw) - header != expected:
-        raise ValueError(f"{path}: header says shape {shape} ({expected} bytes of data), "
+        kind = "truncated" if len(raw) - header < expected else "trailing bytes"
+        raise ValueError(f"{where}: {kind}: header says shape {shape} ({expected} bytes of data), "
                          f"file holds {len(raw) - header}")
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 

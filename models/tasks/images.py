@@ -116,10 +116,16 @@ def read_mnist_dir(data_dir: str | Path, dataset: str) -> dict[str, tuple[np.nda
             f"Nothing is downloaded at run time.")
     out = {}
     for split, (img, lab) in IDX_FILES.items():
-        images, labels = read_idx(find_idx(data_dir, img)), read_idx(find_idx(data_dir, lab))
-        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise ValueError(f"{dataset}: {img} has shape {images.shape} and {lab} "
-                             f"shape {labels.shape}; expected (N, H, W) and (N,)")
+        img_path, lab_path = find_idx(data_dir, img), find_idx(data_dir, lab)
+        images, labels = read_idx(img_path), read_idx(lab_path)
+        if images.ndim != 3:
+            raise ValueError(f"{dataset}: {img_path} has shape {images.shape}; expected "
+                             f"(N, H, W) images")
+        if labels.ndim != 1:
+            raise ValueError(f"{dataset}: {lab_path} has shape {labels.shape}; expected (N,) labels")
+        if len(images) != len(labels):
+            raise ValueError(f"{dataset}: {img_path} holds {len(images)} images but {lab_path} "
+                             f"{len(labels)} labels; expected the same N in both")
         out[split] = (images, labels)
     return out
 
