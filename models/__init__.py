@@ -34,7 +34,8 @@ for multi-sample bounds); the KL term is analytic wherever it exists.
 Entry points: `models.build`, `models.options(task)`, `models.families()`,
 `models.evaluate(model, batch, n_iw=...)`, `models.tasks`, `models.latents`,
 `models.conditioning`, `models.metrics`. Model families: models/image.py,
-models/sequence.py, models/toy.py; add one by subclassing `models.base.LatentModel`.
+models/conv.py (`family="conv"`), models/sequence.py, models/toy.py; add one by
+subclassing `models.base.LatentModel`.
 """
 from . import conditioning, latents, metrics, tasks
 from .base import FAMILIES, LatentModel

@@ -13,7 +13,7 @@ DT = torch.float64
 
 
 def test_registry_and_support():
-    assert cond.names() == ["add", "concat", "film", "prefix", "xattn"]
+    assert {"add", "concat", "film", "prefix", "xattn", "adaln", "spatial_concat"} <= set(cond.names())
     assert cond.supported("image") == ["add", "concat", "film"]
     assert cond.supported("sequence") == ["add", "concat", "film", "prefix", "xattn"]
     with pytest.raises(ValueError, match=r"supported: \['add', 'concat', 'film'\]"):

@@ -25,7 +25,7 @@ def build(cfg, device: torch.device):
     """(task, model, estimator) on `device`; the latent's sizes default to the task's."""
     task = models.tasks.load(cfg.task.name, device=device, seed=cfg.seed, **_opts(cfg.task))
     lat = cfg.latent
-    default = models.default_latent(task, lat.name)    # the task's sizes, for keys left null
+    default = models.default_latent(task, lat.name, family=cfg.model.get("family"))  # for null keys
     sizes = {"D": default.D if lat.D is None else lat.D}
     if lat.name == "categorical":
         sizes["K"] = default.K if lat.K is None else lat.K

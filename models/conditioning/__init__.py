@@ -10,6 +10,16 @@ a model family calls are in `models.conditioning.base`.
 | xattn  | h + Attn(norm(h), memory)      | —                                 | every block attends to [x tokens; z]  |
 | prefix | [prefix tokens; h]             | —                                 | the template <x> … </x> <z> k </z>    |
 
+Convolutional image model (`model.family=conv`) only:
+
+| name           | how the label enters                                                         |
+|----------------|------------------------------------------------------------------------------|
+| spatial_concat | a learned 1 x h x w map concatenated to the features before the latent head   |
+|                | (encoder) and to z at the decoder input                                      |
+| adaln          | (1 + γ(y)) · GroupNorm(h) + β(y) in every residual block, zero-initialised    |
+|                | (adaLN-Zero without DiT's residual gate: a block starts as its unconditioned  |
+|                | self); film's map, per channel after each GroupNorm, broadcast over space    |
+
 FiLM's γ, β come from a zero-initialised linear map, so every FiLM block starts
 as the identity and a FiLM network at initialisation equals the same network
 without conditioning (Perez et al. 2018; zero-init as in x-transformers).
