@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from .schema import FreeBitsMode
+
 
 class ConfigError(ValueError):
     def __init__(self, key: str, value: Any, valid: str, why: str = "", message: str = ""):
@@ -102,7 +104,7 @@ def validate(cfg) -> None:
     _range("kl.cycles", kl.cycles, 1, integer=True)
     _range("kl.ratio", kl.ratio, 0, 1, lo_open=True)
     mode = kl.free_bits_mode
-    if mode == "none" and kl.free_bits > 0:
+    if mode == FreeBitsMode.none.value and kl.free_bits > 0:
         raise ConfigError("kl.free_bits_mode", mode, "batch, per_dim, total",
                           f"kl.free_bits={kl.free_bits} needs a clamping mode")
     if not cls.free_bits and kl.free_bits > 0:

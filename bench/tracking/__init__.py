@@ -6,4 +6,6 @@
     handoff    what the launching process hands to its jobs
     sink       params, tags and the metric writer thread of a run
     callbacks  the Hydra callback owning a sweep's parent run and summary
+    preflight  the config checked in the launching process, before the store
+    liveness   heartbeats of open runs; RUNNING runs whose process died marked lost
 """
