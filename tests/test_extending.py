@@ -53,19 +53,31 @@ def test_harness_and_models_name_no_estimator():
     assert not found, "estimator names in the harness:\n" + "\n".join(found)
 
 
+def _conditioning_branches(source: str, names: set) -> list[int]:
+    """Lines comparing the conditioning (a name, attribute or key so called)
+    with a registered type's name; other "none"s (free-bits modes) are not it."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare) and "cond" in ast.unparse(node):
+            consts = [c.value for c in ast.walk(node) if isinstance(c, ast.Constant)]
+            lines += [node.lineno for v in consts if v in names]
+    return lines
+
+
 def test_model_families_do_not_branch_on_conditioning_names():
-    """Conditioning types act through their hooks: no model file compares
-    anything with a conditioning name."""
+    """Conditioning types act through their hooks: no model or harness file
+    compares the conditioning with a type's name."""
     names = set(models.conditioning.names())
-    found = []
-    for p in _python_files("models", "bench"):
-        if p.parent.name == "conditioning":
-            continue
-        for node in ast.walk(ast.parse(p.read_text())):
-            if isinstance(node, ast.Compare):
-                consts = [c.value for c in ast.walk(node) if isinstance(c, ast.Constant)]
-                found += [f"{p.relative_to(ROOT)}:{node.lineno}" for v in consts if v in names]
+    found = [f"{p.relative_to(ROOT)}:{line}" for p in _python_files("models", "bench")
+             if p.parent.name != "conditioning"
+             for line in _conditioning_branches(p.read_text(), names)]
     assert not found, "branches on a conditioning name:\n" + "\n".join(found)
+
+
+def test_the_conditioning_check_would_fail():
+    names = set(models.conditioning.names())
+    assert _conditioning_branches("if self.conditioning == 'film':\n    pass\n", names) == [1]
+    assert _conditioning_branches("if mode == 'none':\n    pass\n", names) == []
 
 
 def test_the_harness_check_would_fail():
