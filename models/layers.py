@@ -7,8 +7,9 @@ d model width, E condition width.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence, Union
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -16,33 +17,71 @@ from .attention import attend
 from .conditioning.base import Conditioning
 
 
+def _relu(h: Tensor, slope: float) -> Tensor:
+    return F.relu(h)
+
+
+def _leaky_relu(h: Tensor, slope: float) -> Tensor:
+    return F.leaky_relu(h, slope)
+
+
+def _tanh(h: Tensor, slope: float) -> Tensor:
+    return torch.tanh(h)
+
+
+# activation name -> f(h, negative_slope): module-level functions, so a model pickles
+ACTIVATIONS = {"relu": _relu, "leaky_relu": _leaky_relu, "tanh": _tanh}
+# norm name -> module factory (width -> module); the papers' MLPs have none
+NORMS = {"layer": nn.LayerNorm, "none": lambda d: nn.Identity()}
+
+
+def widths_of(d_hidden: Union[int, Sequence[int]], n_layers: int) -> list[int]:
+    """`d_hidden` as one width per hidden layer: an int repeats n_layers times."""
+    return [d_hidden] * n_layers if isinstance(d_hidden, int) else list(d_hidden)
+
+
 class CondMLP(nn.Module):
-    """in -> [Linear -> LayerNorm -> condition -> ReLU] x n_layers -> Linear -> out.
+    """in -> [Linear -> norm -> condition -> activation] x layers -> Linear -> out.
+
+    `d_hidden` is one width (repeated `n_layers` times) or a list of widths,
+    one per hidden layer (DisARM's encoder 784-200-200-200: [200, 200, 200]).
+    An empty list is one linear map in -> out (the "linear" sigmoid belief
+    net of REBAR, RELAX and DisARM): then `first` is that map and the
+    condition's block module, if its type has one, acts on its output.
 
     `conditioning` (a conditioning class, a registered name, or None for none)
     decides where c (..., E) enters through its hooks `mlp_input` (the first
-    layer) and `mlp_block` (after each LayerNorm). With None the network
-    ignores c; a zero-initialised `film` network has the parameters of that
-    network plus the FiLM maps, and the same output until those maps move.
+    layer) and `mlp_block` (after each norm). With None the network ignores
+    c; a zero-initialised `film` network has the parameters of that network
+    plus the FiLM maps, and the same output until those maps move.
+    `norm` (layer | none) and `activation` (relu | leaky_relu | tanh, with
+    `negative_slope`) are looked up in NORMS and ACTIVATIONS.
     """
 
-    def __init__(self, d_in: int, d_hidden: int, d_out: int, n_layers: int = 2,
-                 conditioning=None, d_cond: int = 0):
+    def __init__(self, d_in: int, d_hidden: Union[int, Sequence[int]], d_out: int, n_layers: int = 2,
+                 conditioning=None, d_cond: int = 0, activation: str = "relu",
+                 negative_slope: float = 0.01, norm: str = "layer"):
         super().__init__()
         if isinstance(conditioning, str):
             from . import conditioning as types
             types.check(conditioning, "image")
             conditioning = types.get(conditioning)
         cond = conditioning or Conditioning
-        self.first = cond.mlp_input(d_in, d_cond, d_hidden)
-        self.hidden = nn.ModuleList(nn.Linear(d_hidden, d_hidden) for _ in range(n_layers - 1))
-        self.norms = nn.ModuleList(nn.LayerNorm(d_hidden) for _ in range(n_layers))
-        mods = [cond.mlp_block(d_hidden, d_cond) for _ in range(n_layers)]
+        widths = widths_of(d_hidden, n_layers)
+        self.widths, self.slope = widths, negative_slope
+        self.act = ACTIVATIONS[activation]
+        # creation order first, hidden, norms, mods, out: the seed's initial weights
+        self.first = cond.mlp_input(d_in, d_cond, widths[0] if widths else d_out)
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.norms = nn.ModuleList(NORMS[norm](w) for w in widths)
+        mods = [cond.mlp_block(w, d_cond) for w in (widths or [d_out])]
         self.mods = nn.ModuleList(mods) if mods[0] is not None else None
-        self.out = nn.Linear(d_hidden, d_out)
+        self.out = nn.Linear(widths[-1], d_out) if widths else None
 
     def features(self, h: Tensor, c: Optional[Tensor] = None) -> Tensor:
-        """The last hidden layer (..., d_hidden)."""
+        """The last hidden layer (..., d_hidden[-1]); the input itself when there is none."""
+        if not self.widths:
+            return h
         h = self.first(h, c)
         for i, norm in enumerate(self.norms):
             if i > 0:
@@ -50,11 +89,24 @@ class CondMLP(nn.Module):
             h = norm(h)
             if self.mods is not None:
                 h = self.mods[i](h, c)
-            h = F.relu(h)
+            h = self.act(h, self.slope)
         return h
 
+    def head(self, h: Tensor, c: Optional[Tensor] = None) -> Tensor:
+        """`features` (..., d) -> the output (..., d_out)."""
+        if self.out is not None:
+            return self.out(h)
+        h = self.first(h, c)                        # the one linear map
+        return h if self.mods is None else self.mods[0](h, c)
+
     def forward(self, h: Tensor, c: Optional[Tensor] = None) -> Tensor:
-        return self.out(self.features(h, c))
+        return self.head(self.features(h, c), c)
+
+    def output_bias(self) -> Tensor:
+        """The bias of the layer that writes the output (d_out,)."""
+        layer = self.out if self.out is not None else \
+            [m for m in self.first.modules() if isinstance(m, nn.Linear)][-1]
+        return layer.bias
 
 
 class SelfAttention(nn.Module):

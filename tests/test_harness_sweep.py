@@ -24,11 +24,11 @@ METRICS = ("train/loss", "train/elbo", "val/elbo", "val/recon", "val/kl", "val/i
 pytestmark = pytest.mark.slow
 
 
-def bench(cwd: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+def bench(cwd: Path, *args: str, timeout: int = 300, status: int = 0) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-m", "bench.run", *args], cwd=cwd, env=env,
                          capture_output=True, text=True, timeout=timeout)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert out.returncode == status, out.stdout[-3000:] + out.stderr[-3000:]
     return out
 
 
@@ -98,13 +98,17 @@ def test_sweep_parent_children_metrics_and_rerun(tmp_path, tracking_uri):
 
 
 def test_failed_jobs_are_recorded_and_the_sweep_goes_on(tmp_path, tracking_uri):
-    """A NaN loss and a bad config each end FAILED with the reason; the rest finish."""
+    """A NaN loss and a bad config each end FAILED with the reason; the rest
+    finish; the command exits 3 (a sweep with failed jobs), with the table in
+    the parent's description."""
     out = bench(tmp_path, "-m", "estimator=vimco", "estimator.n_samples=1,2",
-                "debug.nan_at_step=null,1", *SMOKE)
+                "debug.nan_at_step=null,1", *SMOKE, status=3)
     assert "finished 1, failed 3" in out.stdout
     c, exp, parents, kids = store(tracking_uri)
     by = {(r.data.tags["job"]): r for r in kids}
     assert len(by) == 4 and parents[0].data.tags["sweep.failed"] == "3"
+    note = parents[0].data.tags["mlflow.note.content"]
+    assert note.startswith("**Sweep summary:** finished 1, failed 3") and note.count("](#/experiments/") == 4
     for r in kids:
         p = r.data.params
         reason = r.data.tags.get("failure_reason", "")

@@ -14,9 +14,9 @@ DT = torch.float64
 
 def test_registry_and_support():
     assert {"add", "concat", "film", "prefix", "xattn", "adaln", "spatial_concat"} <= set(cond.names())
-    assert cond.supported("image") == ["add", "concat", "film"]
+    assert cond.supported("image") == ["add", "concat", "film", "none"]
     assert cond.supported("sequence") == ["add", "concat", "film", "prefix", "xattn"]
-    with pytest.raises(ValueError, match=r"supported: \['add', 'concat', 'film'\]"):
+    with pytest.raises(ValueError, match=r"supported: \['add', 'concat', 'film', 'none'\]"):
         cond.check("xattn", "image")
     with pytest.raises(ValueError, match="valid names"):
         cond.get("gate")
@@ -86,7 +86,7 @@ def test_hooks_of_each_type_build_for_its_families(name):
 
 def test_models_refuse_unsupported_conditioning():
     digits = models.tasks.load("digits")
-    with pytest.raises(ValueError, match=r"supported: \['add', 'concat', 'film'\]"):
+    with pytest.raises(ValueError, match=r"supported: \['add', 'concat', 'film', 'none'\]"):
         models.build(digits, "categorical", "prefix")
     with pytest.raises(ValueError, match="valid names"):
         models.build(digits, "categorical", "cross")

@@ -101,7 +101,7 @@ def test_unsupported_pairs_are_refused_naming_the_valid_ones(tasks):
     assert cond.supported("conv") == ["adaln", "spatial_concat"]
     with pytest.raises(ValueError, match=r"supported: \['adaln', 'spatial_concat'\]"):
         models.build(digits, "categorical", "film", family="conv")
-    with pytest.raises(ValueError, match=r"supported: \['add', 'concat', 'film'\]"):
+    with pytest.raises(ValueError, match=r"supported: \['add', 'concat', 'film', 'none'\]"):
         models.build(digits, "categorical", "adaln", family="mlp")
     with pytest.raises(ValueError, match=r"family='conv' is not valid for task 'strategies'; "
                                          r"valid values: \['sequence'\]"):

@@ -57,6 +57,11 @@ class TemperatureSchedule(str, Enum):
     exponential = "exponential"
 
 
+class EvalSplit(str, Enum):
+    val = "val"     # model selection and curves (the default)
+    test = "test"   # the papers' reported numbers; val/* keys then hold the test split's
+
+
 @dataclass
 class TrainConf:
     steps: int = 2000           # optimiser steps
@@ -66,6 +71,9 @@ class TrainConf:
     batch_size: int = 64        # training minibatch
     lr: float = 1e-3            # Adam, model parameters
     estimator_lr: float = 1e-3  # Adam, the estimator's own parameters (aux_loss)
+    # SGD on the model's learned prior (model.prior_parameters(), e.g. DisARM's prior
+    # logits at 1e-2), which the Adam then leaves out; null = the prior is in the Adam
+    prior_lr: Optional[float] = None
     eval_every: int = 500       # val / grad / collapse metrics (also at 0 and last step)
     log_every: int = 100        # train/* and perf/* (host sync only here)
     precision: Precision = Precision.fp32  # fp32 | tf32 | bf16 (networks only; estimators stay fp32; bf16 refused where Estimator.bf16_safe is False)
@@ -74,7 +82,8 @@ class TrainConf:
 
 @dataclass
 class EvalConf:
-    batch_size: int = 512       # validation examples per evaluation (first n of split)
+    batch_size: int = 512       # examples per evaluation (the first n of eval.split; >= its size: all of it)
+    split: EvalSplit = EvalSplit.val  # val | test: the held-out split val/* are computed on
     iwae_samples: int = 32      # S of the importance-weighted bound val/iwae
     grad_stats: bool = True     # grad/* at every evaluation
     grad_samples: int = 32      # N independent gradient estimates

@@ -122,8 +122,7 @@ def _run_job(cfg: DictConfig, multirun: bool, job_num: str) -> float:
     label = I.labels(resolved)
     tags = {**label, "config_hash": chash, "git_commit": I.git_commit(),
             "job": job_num,
-            I.RUN_NAME_TAG: "-".join(str(label[k]) for k in ("estimator", "conditioning", "kl"))
-            + f"-fb{label['free_bits']}-s{label['seed']}"}
+            I.RUN_NAME_TAG: I.run_name(resolved), "variant": I.variant(resolved)}
     if parent:                      # a single run is a run of its own: no parent, no sweep_id
         tags[I.PARENT_TAG] = parent
         tags["sweep_id"] = handoff.sweep_id or ""

@@ -26,8 +26,9 @@ compiled code runs). Evaluation always uses the plain fp32 model.
 Per step: a minibatch drawn by index on the device, beta(t) from `kl`, the
 temperature schedule assigned to `est.tau` (estimators whose class declares
 `temperature`), the objective of bench.job.objective, one Adam step on the model
-and, when the estimator has parameters (learned baselines, control variates,
-REBAR's tau and eta), one Adam step of its own optimiser on `aux_loss`.
+(its learned prior by SGD at `train.prior_lr` instead, when set) and, when the
+estimator has parameters (learned baselines, control variates, REBAR's tau and
+eta), one Adam step of its own optimiser on `aux_loss`.
 Same seed, same device -> identical metrics (CPU).
 """
 from __future__ import annotations
@@ -90,7 +91,7 @@ class Trainer:
         est.eval()
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             objective(model, est, self.evaluator.gbatch, self.beta(0), self.lam, self.mode)
-        self.opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+        self.opt, self.prior_opt = self.optimisers(cfg, model)
         est_params = [p for p in est.parameters() if p.requires_grad]
         self.est_opt = torch.optim.Adam(est_params, lr=cfg.train.estimator_lr) if est_params else None
         self.step_model = step_view(model, device, cfg.train.precision, cfg.train.compile)
@@ -134,15 +135,31 @@ class Trainer:
             self.bar.close()
         return self.final
 
+    @staticmethod
+    def optimisers(cfg, model):
+        """(Adam on the model, SGD on its learned prior or None). With train.prior_lr
+        set, the parameters `model.prior_parameters()` names get their own SGD
+        (DisARM, Dong et al. 2020: prior logits by SGD at 1e-2) and leave the Adam."""
+        lr = cfg.train.prior_lr
+        if lr is None:
+            return torch.optim.Adam(model.parameters(), lr=cfg.train.lr), None
+        prior = list(getattr(model, "prior_parameters", list)())
+        if not prior:
+            raise ValueError(f"train.prior_lr={lr!r} is not valid for this model: it has no "
+                             f"learned prior (set model.learned_prior=true, or train.prior_lr=null)")
+        ids = {id(p) for p in prior}
+        rest = [p for p in model.parameters() if id(p) not in ids]
+        return torch.optim.Adam(rest, lr=cfg.train.lr), torch.optim.SGD(prior, lr=lr)
+
     def update(self, loss: torch.Tensor, aux_loss) -> None:
-        """One Adam step on the model and, when it has parameters, one on the estimator."""
-        self.opt.zero_grad(set_to_none=True)
-        if self.est_opt is not None:
-            self.est_opt.zero_grad(set_to_none=True)
+        """One Adam step on the model, one SGD step on its prior when train.prior_lr
+        is set and, when it has parameters, one Adam step on the estimator."""
+        opts = [o for o in (self.opt, self.prior_opt, self.est_opt) if o is not None]
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
         (loss if aux_loss is None else loss + aux_loss).backward()
-        self.opt.step()
-        if self.est_opt is not None:
-            self.est_opt.step()
+        for opt in opts:
+            opt.step()
 
     def flush(self, step: int) -> None:
         """Evaluate and/or log at `step` (updates done so far), one `log` call."""

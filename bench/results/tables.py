@@ -1,6 +1,6 @@
 """Result tables and figures regenerated from the MLflow store.
 
-    python -m bench.tables [--experiment NAME] [--sweep SWEEP_ID] [--out results]
+    python -m bench.tables [--experiment NAME] [--sweep SWEEP_ID] [--out bench-results]
 
 Reads the study's runs in bulk (`bench.results.store`), keeps the FINISHED job
 runs (the latest one per `config_hash` when a config was rerun), aggregates
@@ -267,7 +267,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--experiment", default=default_experiment(),
                     help="MLflow experiment (default: the default of mlflow.experiment)")
     ap.add_argument("--sweep", default=None, help="sweep_id tag of one sweep (default: all runs)")
-    ap.add_argument("--out", default="results", type=Path, help="output folder (default results/)")
+    ap.add_argument("--out", default="bench-results", type=Path,
+                    help="output folder (default ./bench-results; results/ holds the committed studies)")
     ap.add_argument("--lost-after-s", type=float, default=TrackingConf.lost_after_s,
                     help="mark RUNNING runs with an older heartbeat lost (default mlflow.lost_after_s)")
     ap.add_argument("--no-artifacts", action="store_true",

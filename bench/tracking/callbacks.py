@@ -35,6 +35,7 @@ from . import preflight
 from . import sink as W
 from . import store as S
 from .handoff import Handoff
+from .summary import EXIT_FAILED_JOBS, EXIT_STORE, NOTE_TAG, note_markdown, summary_table
 
 
 def _prepare(cfg: DictConfig) -> Handoff:
@@ -145,6 +146,8 @@ class TrackingCallback(Callback):
         W.set_tags(self.client, self.parent, tags)
         reused = {job: S.retrying(self.client.get_run, rid) for job, rid in skipped.items()}
         print(summary_table(kids, reused, tags), file=sys.stdout, flush=True)
+        # the parent's description in the MLflow UI: the same table, each job linked
+        W.set_tags(self.client, self.parent, {NOTE_TAG: note_markdown(kids, reused, tags, self.exp_id)})
         if S.SWEEP_STOPPED:         # an outage longer than the patience (bench.job.runner)
             why = f"sweep stopped: {S.SWEEP_STOPPED}; jobs not started: {len(S.NOT_STARTED)}"
             print(f"[bench] {why}; rerun the same command to do them", file=sys.stdout, flush=True)
@@ -153,7 +156,9 @@ class TrackingCallback(Callback):
         S.retrying(self.client.set_terminated, self.parent, "FAILED" if S.SWEEP_STOPPED else "FINISHED")
         self.parent = None
         if S.SWEEP_STOPPED:
-            raise SystemExit(1)     # a script or scheduler must see that work is left
+            raise SystemExit(EXIT_STORE)    # a script or scheduler must see that work is left
+        if counts["FAILED"] or counts["KILLED"]:
+            raise SystemExit(EXIT_FAILED_JOBS)
 
     def _stop_beat(self) -> None:
         if self.beat is not None:
@@ -172,27 +177,3 @@ class TrackingCallback(Callback):
             self.client.set_terminated(self.parent, "KILLED")
         except Exception:  # noqa: BLE001 -- best effort while exiting
             pass
-
-
-def summary_table(kids: list, reused: dict[str, Any], counts: dict[str, int]) -> str:
-    """One line per job: labels, status, final val/elbo, failure reason; a
-    skipped job shows the earlier FINISHED run it reuses."""
-    cols = ("job", "estimator", "conditioning", "kl", "free_bits", "seed", "status", "val/elbo", "reason")
-
-    def row(job: str, r, status: str, reason: str) -> tuple:
-        t, m = r.data.tags, r.data.metrics
-        elbo = m.get("val/elbo")
-        return (job, t.get("estimator", ""), t.get("conditioning", ""), t.get("kl", ""),
-                t.get("free_bits", ""), t.get("seed", ""), status,
-                "" if elbo is None else f"{elbo:.3f}", reason[:60])
-
-    rows = [(r.data.tags.get("job", ""), row(r.data.tags.get("job", ""), r, r.info.status,
-                                             r.data.tags.get("failure_reason", ""))) for r in kids]
-    rows += [(job, row(job, r, "SKIPPED", f"same config FINISHED as run {r.info.run_id[:12]}"))
-             for job, r in reused.items()]
-    rows = [r for _, r in sorted(rows, key=lambda jr: (not jr[0].isdigit(), int(jr[0]) if jr[0].isdigit() else 0))]
-    widths = [max(len(str(x)) for x in col) for col in zip(cols, *rows)]
-    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip()  # noqa: E731
-    out = ["", "sweep summary: " + ", ".join(f"{k.split('.')[1]} {v}" for k, v in counts.items()),
-           line(cols), line(["-" * w for w in widths])]
-    return "\n".join(out + [line(r) for r in rows])

@@ -79,3 +79,31 @@ def labels(resolved: dict) -> dict[str, str]:
 
 def sweep_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + os.urandom(2).hex()
+
+
+def variant(resolved: dict) -> str:
+    """The estimator and the options that differ from its class defaults:
+    `reinforce(baseline=ema,n_samples=1)`, or just `gumbel`."""
+    import estimators
+    est = dict(resolved["estimator"])
+    name = est.pop("name")
+    try:
+        defaults = estimators.options(name)
+    except ValueError:          # an unknown name, in a run recorded FAILED for it
+        return str(name)
+    changed = [f"{k}={v}" for k, v in sorted(est.items()) if defaults.get(k, object()) != v]
+    return f"{name}({','.join(changed)})" if changed else name
+
+
+def run_name(resolved: dict) -> str:
+    """What the MLflow runs table shows first: the estimator variant, then
+    conditioning, task and seed, then the KL settings where they are not the
+    defaults (constant, no free bits)."""
+    lab = labels(resolved)
+    parts = [variant(resolved), str(lab["conditioning"]), str(lab["task"]), f"s{lab['seed']}"]
+    if lab["kl"] != "constant":
+        parts.append(f"kl={lab['kl']}")
+    if float(lab["free_bits"] or 0) > 0:
+        parts.append(f"fb={lab['free_bits']}({lab['free_bits_mode']})")
+    return " · ".join(parts)
+

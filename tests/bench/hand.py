@@ -1,0 +1,290 @@
+"""Hand-written training steps, one per estimator, the way a paper's code would
+write them inline: the yardstick for `estimators` (tests/bench/paired.py).
+
+Every step is one full training step on the same network (MLP encoder and
+decoder on a batch of 128 binarised 8x8 digits, Adam) and returns the
+surrogate loss. The steps draw their noise exactly as the library does
+(`torch.rand` of the same shapes, in the same order, clamped the same way), so
+with one seed they compute the same numbers up to float rounding
+(tests/test_estimators_hand_equivalence.py); otherwise they use the obvious
+idioms (F.one_hot, F.softmax, one log-softmax reused) and no input checks.
+
+Axis legend: S samples, B batch, D latent variables, K categories, M draws.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+B, WIDTH, LR = 128, 128, 1e-3
+TINY, EPS = torch.finfo(torch.float32).tiny, torch.finfo(torch.float32).eps
+
+
+@functools.lru_cache(maxsize=4)
+def digits(n: int = B) -> Tensor:
+    """The first n binarised digits (n, 64); shared, so never written to."""
+    from sklearn.datasets import load_digits
+    x = torch.tensor(load_digits().data, dtype=torch.float32) / 16.0
+    return torch.bernoulli(x, generator=torch.Generator().manual_seed(0))[:n]
+
+
+class Net(nn.Module):
+    """Encoder to logits (B, D, K), or to Gaussian params (B, D, 2) [mean,
+    log std]; f(z) = log p(x|z) + log p(z) - log q(z|x) with a uniform, resp.
+    standard normal, prior: the single-sample ELBO the estimators ascend."""
+
+    def __init__(self, D: int, K: int, gaussian: bool = False):
+        super().__init__()
+        self.D, self.K, self.gaussian = D, (2 if gaussian else K), gaussian
+        self.enc = nn.Sequential(nn.Linear(64, WIDTH), nn.ReLU(), nn.Linear(WIDTH, D * self.K))
+        self.dec = nn.Sequential(nn.Linear(D if gaussian else D * K, WIDTH), nn.ReLU(),
+                                 nn.Linear(WIDTH, 64))
+        self.log_prior = 0.0 if gaussian else -D * math.log(K)
+
+    def logits(self, x: Tensor) -> Tensor:
+        return self.enc(x).view(x.shape[0], self.D, self.K)
+
+    def f(self, x: Tensor, logits: Tensor):
+        if self.gaussian:
+            return self._f_gaussian(x, logits)
+        logq = logits.log_softmax(-1)                                   # (B, D, K)
+
+        def f(z):                                                       # (S, B, D, K) -> (S, B)
+            return self.rec(x, z.flatten(2)) - (z * logq).sum((-1, -2)) + self.log_prior
+        return f
+
+    def _f_gaussian(self, x: Tensor, params: Tensor):
+        mu, log_std = params.unbind(-1)                                 # (B, D)
+
+        def f(z):                                                       # (S, B, D) -> (S, B)
+            return self.rec(x, z) + normal_logpdf(z, 0.0, 0.0) - normal_logpdf(z, mu, log_std)
+        return f
+
+    def rec(self, x: Tensor, h: Tensor) -> Tensor:
+        return -F.binary_cross_entropy_with_logits(
+            self.dec(h), x.expand(h.shape[0], *x.shape), reduction="none").sum(-1)
+
+
+def normal_logpdf(z, mu, log_std) -> Tensor:
+    sd = math.exp(log_std) if isinstance(log_std, float) else log_std.exp()
+    return (-0.5 * ((z - mu) / sd) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+class State:
+    """A hand loop's variables: model, batch, optimiser, estimator extras."""
+
+    def __init__(self, model: Net, x: Tensor, **extra):
+        self.model, self.x = model, x
+        self.opt = torch.optim.Adam(model.parameters(), lr=LR)
+        self.__dict__.update(extra)
+        own = extra.get("own")
+        self.own_opt = torch.optim.Adam(own, lr=LR) if own else None
+
+
+def finish(s: State, loss: Tensor, aux: Tensor | None = None) -> Tensor:
+    s.opt.zero_grad()
+    if aux is None:
+        loss.backward()
+    else:
+        s.own_opt.zero_grad()
+        (loss + aux).backward()
+        s.own_opt.step()
+    s.opt.step()
+    return loss.detach()
+
+
+# -- noise: the library's draws, so one seed gives both the same samples -------
+
+def uniform(shape) -> Tensor:
+    return torch.rand(shape).clamp(TINY, 1 - EPS)
+
+
+def perturb(logp: Tensor, S: int) -> Tensor:
+    return logp + -torch.log(-torch.log(uniform((S, *logp.shape))))   # (S, B, D, K)
+
+
+def one_hot(z: Tensor) -> Tensor:
+    return F.one_hot(z.argmax(-1), z.shape[-1]).float()
+
+
+def sample(logp: Tensor, S: int) -> Tensor:
+    return one_hot(perturb(logp.detach(), S))                           # (S, B, D, K)
+
+
+def conditional(logp: Tensor, b: Tensor) -> Tensor:
+    """Gumbels given their argmax b (Tucker et al. 2017, app. C), through logp."""
+    log_v = uniform(b.shape).log()
+    log_vb = (b * log_v).sum(-1, keepdim=True)
+    return b * -torch.log(-log_vb) + (1 - b) * -torch.log(-log_v / logp.exp() - log_vb)
+
+
+# -- the steps ------------------------------------------------------------------
+
+def exact(s: State) -> Tensor:
+    logits = s.model.logits(s.x)
+    z = s.configs.expand(-1, logits.shape[0], -1, -1)                   # (N, B, D, K)
+    w = (z * logits.log_softmax(-1)).sum((-1, -2)).exp()                # (N, B)
+    return finish(s, -(w * s.model.f(s.x, logits)(z)).sum(0).mean())
+
+
+def reinforce(s: State) -> Tensor:
+    logits = s.model.logits(s.x)
+    logp = logits.log_softmax(-1)
+    z = sample(logp, s.S)
+    fz = s.model.f(s.x, logits)(z)                                      # (S, B)
+    logq = (z * logp).sum((-1, -2))
+    aux = None
+    if s.baseline == "none":
+        b = 0.0
+    elif s.baseline == "ema":
+        b = s.ema / (1 - s.decay ** max(s.steps, 1))
+        s.ema = s.decay * s.ema + (1 - s.decay) * fz.detach().mean()
+        s.steps += 1
+    elif s.baseline == "learned":
+        b = s.net(logits.detach().flatten(1)).squeeze(-1)               # (B,)
+        aux = ((fz.detach() - b) ** 2).mean()
+    else:
+        b = (fz.sum(0, keepdim=True) - fz).detach() / (s.S - 1)
+    surr = fz + (fz - b).detach() * (logq - logq.detach())
+    return finish(s, -surr.mean(), aux)
+
+
+def vimco(s: State) -> Tensor:
+    logits = s.model.logits(s.x)
+    S, logp = s.S, logits.log_softmax(-1)
+    z = sample(logp, S)
+    fz = s.model.f(s.x, logits)(z)                                      # (S, B)
+    logq = (z * logp).sum((-1, -2))
+    L = torch.logsumexp(fz, 0) - math.log(S)                            # (B,)
+    others = ((fz.sum(0, keepdim=True) - fz) / (S - 1)).detach()
+    swapped = torch.where(s.eye, others.unsqueeze(1), fz.detach().unsqueeze(0))  # (S, S, B)
+    L_minus = torch.logsumexp(swapped, 1) - math.log(S)
+    surr = L + ((L.detach() - L_minus) * (logq - logq.detach())).sum(0)
+    return finish(s, -surr.mean())
+
+
+def gumbel(s: State) -> Tensor:
+    logits = s.model.logits(s.x)
+    z = perturb(logits.log_softmax(-1), s.S)
+    y = F.softmax(z / s.tau, -1)
+    if s.hard:
+        y = one_hot(z.detach()) + y - y.detach()
+    return finish(s, -s.model.f(s.x, logits)(y).mean())
+
+
+def st(s: State) -> Tensor:
+    logits = s.model.logits(s.x)
+    b = sample(logits.log_softmax(-1), s.S)
+    p = F.softmax(logits / s.tau, -1)
+    return finish(s, -s.model.f(s.x, logits)(b + p - p.detach()).mean())
+
+
+def reinmax(s: State) -> Tensor:
+    """The authors' code (Liu et al. 2023, `reinmax`)."""
+    logits = s.model.logits(s.x)
+    b = sample(logits.log_softmax(-1), s.S)
+    pi0 = logits.softmax(-1)
+    pi1 = (b + (logits / s.tau).softmax(-1)) / 2
+    pi1 = ((pi1.log() - logits).detach() + logits).softmax(-1)
+    pi2 = 2 * pi1 - 0.5 * pi0
+    return finish(s, -s.model.f(s.x, logits)(b + pi2 - pi2.detach()).mean())
+
+
+def gumbel_rao(s: State) -> Tensor:
+    logits = s.model.logits(s.x)
+    logp = logits.log_softmax(-1)
+    lp = logp.detach()
+    b = sample(lp, s.S)                                                 # (S, B, D, K)
+    noise = conditional(lp, b.expand(s.M, *b.shape)) - lp               # (M, S, B, D, K)
+    soft = F.softmax((logp + noise) / s.tau, -1).mean(0)
+    return finish(s, -s.model.f(s.x, logits)(b + soft - soft.detach()).mean())
+
+
+def disarm(s: State) -> Tensor:
+    logits = s.model.logits(s.x)                                        # (B, D, 2)
+    a = logits[..., 1] - logits[..., 0]
+    p = torch.sigmoid(a.detach())
+    u = uniform((s.P, *a.shape))                                        # (P, B, D)
+    b, bt = (u < p).float(), (1 - u < p).float()
+    bb = torch.cat([b, bt])
+    f_all = s.model.f(s.x, logits)(torch.stack([1 - bb, bb], -1))       # (2P, B)
+    f_b, f_bt = f_all.detach().split(s.P)
+    g_a = 0.5 * (f_b - f_bt).unsqueeze(-1) * (1 - 2 * bt) * (b != bt) * torch.sigmoid(a.detach().abs())
+    surr = f_all.mean(0) + (g_a.mean(0) * (a - a.detach())).sum(-1)
+    return finish(s, -surr.mean())
+
+
+def indecater(s: State) -> Tensor:
+    logits = s.model.logits(s.x)
+    S, (B, D, K) = s.S, logits.shape
+    z = sample(logits.log_softmax(-1), S)                               # (S, B, D, K)
+    pts = z.view(S, 1, 1, B, D, K) * (1 - s.which) + s.which * s.value  # (S, D, K, B, D, K)
+    f_dk = s.model.f(s.x, logits)(pts.view(-1, B, D, K)).view(S, D, K, B).permute(0, 3, 1, 2)
+    q = logits.softmax(-1)
+    f_z = (f_dk[:, :, 0] * z[:, :, 0]).sum(-1)                          # (S, B)
+    score = ((q - q.detach()) * f_dk.detach()).sum((-1, -2))
+    smoothed = (q.detach() * f_dk).sum(-1).mean(-1)
+    surr = f_z.detach() + smoothed - smoothed.detach() + score
+    return finish(s, -surr.mean())
+
+
+def _rebar_front(s: State, logits: Tensor):
+    logp = logits.log_softmax(-1)
+    z = perturb(logp, s.S)
+    b = one_hot(z.detach())
+    zt = conditional(logp, b)
+    tau = s.log_tau.exp()
+    return logp, b, F.softmax(z / tau, -1), F.softmax(zt / tau, -1)
+
+
+def _cv_finish(s: State, logits, logp, b, f_b, c_z, c_zt) -> Tensor:
+    logq = (b * logp).sum((-1, -2))
+    surr = f_b + (f_b - c_zt) * (logq - logq.detach()) + (c_z - c_zt) - (c_z - c_zt).detach()
+    (g,) = torch.autograd.grad(surr.sum() / s.S, logits, create_graph=True)   # (B, D, K)
+    own_grads = torch.autograd.grad((g ** 2).sum() / g.shape[0], s.own, retain_graph=True)
+    loss = -surr.mean()
+    s.opt.zero_grad()
+    loss.backward()
+    s.opt.step()
+    for p, gp in zip(s.own, own_grads):
+        p.grad = gp
+    s.own_opt.step()
+    return loss.detach()
+
+
+def rebar(s: State) -> Tensor:
+    logits = s.model.logits(s.x)
+    logp, b, s_z, s_zt = _rebar_front(s, logits)
+    f_b, f_z, f_zt = s.model.f(s.x, logits)(torch.cat([b, s_z, s_zt])).split(s.S)
+    return _cv_finish(s, logits, logp, b, f_b, s.eta * f_z, s.eta * f_zt)
+
+
+def relax(s: State) -> Tensor:
+    logits = s.model.logits(s.x)
+    logp, b, s_z, s_zt = _rebar_front(s, logits)
+    y = torch.cat([s_z, s_zt]).flatten(2)                               # (2S, B, D*K)
+    c = s.net(torch.cat([y, logits.detach().flatten(1).expand(y.shape[0], -1, -1)], -1))
+    c_z, c_zt = c.squeeze(-1).split(s.S)
+    return _cv_finish(s, logits, logp, b, s.model.f(s.x, logits)(b), c_z, c_zt)
+
+
+def reparam(s: State) -> Tensor:
+    params = s.model.logits(s.x)                                        # (B, D, 2)
+    mu, log_std = params.unbind(-1)
+    z = mu + log_std.exp() * torch.randn(s.S, *mu.shape)                # (S, B, D)
+    return finish(s, -s.model.f(s.x, params)(z).mean())
+
+
+def reinforce_gaussian(s: State) -> Tensor:
+    params = s.model.logits(s.x)
+    mu, log_std = params.unbind(-1)
+    z = (mu + log_std.exp() * torch.randn(s.S, *mu.shape)).detach()
+    fz = s.model.f(s.x, params)(z)
+    logq = normal_logpdf(z, mu, log_std)
+    b = (fz.sum(0, keepdim=True) - fz).detach() / (s.S - 1)
+    surr = fz + (fz - b).detach() * (logq - logq.detach())
+    return finish(s, -surr.mean())
