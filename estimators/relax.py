@@ -31,7 +31,7 @@ from .base import Estimate, Estimator, Fn, check_positive, register
 from .rebar import (check_eta_bound, check_relaxation, control_variate_surrogate,
                     eta_parameter, eta_value, relax_pair, tau_metric, variance_objective)
 from .reinforce import features
-from .sampling import conditional_perturbed, log_prob, one_hot_argmax, perturbed
+from .sampling import conditional_perturbed, log_prob_from, one_hot_argmax, perturbed
 
 
 @register
@@ -83,17 +83,18 @@ class Relax(Estimator):
         first, _, last = self.net
         return [first.weight, first.bias, last.weight, last.bias]
 
-    def relaxed_pair(self, z: Tensor, zt: Tensor, logits: Tensor, tau: Tensor):
-        return relax_pair(z, zt, logits, tau, self.relaxation)
+    def relaxed_pair(self, z: Tensor, zt: Tensor, logits: Tensor, tau: Tensor, logp=None):
+        return relax_pair(z, zt, logits, tau, self.relaxation, logp)
 
     def estimate(self, logits: Tensor, f: Fn, context: Optional[Tensor]) -> Estimate:
         S = self.n_samples
         tau = self.gate(self.log_tau).exp().to(logits.dtype)
         x = features(logits, context).to(logits.dtype)      # (B, C)
-        z = perturbed(logits, S)                             # (S, B, D, K)
+        logp = logits.log_softmax(-1)                        # (B, D, K), shared: one backward node
+        z = perturbed(logits, S, logp)                       # (S, B, D, K)
         b = one_hot_argmax(z.detach())                       # (S, B, D, K)
-        zt = conditional_perturbed(logits, b)                # (S, B, D, K)
-        y = torch.cat(self.relaxed_pair(z, zt, logits, tau))  # (2S, B, D, K)
+        zt = conditional_perturbed(logits, b, logp)          # (S, B, D, K)
+        y = torch.cat(self.relaxed_pair(z, zt, logits, tau, logp))  # (2S, B, D, K)
         c = self.control_variate(y, x)                       # (2S, B)
         raw = self.eta_logit if self.eta_bound else self.eta
         if self.use_f:
@@ -103,7 +104,7 @@ class Relax(Estimator):
         else:
             f_b = f(b)                                       # (S, B)
         c_z, c_zt = c.split(S)
-        logq = log_prob(logits, b)                           # (S, B)
+        logq = log_prob_from(logp, b)                        # (S, B)
         surr = control_variate_surrogate(f_b, logq, c_z, c_zt)
         var = variance_objective(surr, logits)
         own = [self.log_tau, *self.net_parameters()] + ([raw] if self.use_f else [])

@@ -20,10 +20,11 @@ def gumbel(shape, like: Tensor) -> Tensor:
     return -torch.log(-torch.log(uniform(shape, like)))
 
 
-def perturbed(logits: Tensor, S: int) -> Tensor:
+def perturbed(logits: Tensor, S: int, logp: Tensor | None = None) -> Tensor:
     """Gumbel-perturbed log-probabilities z = log p + g: (S, B, D, K).
-    argmax z ~ Cat(p) (Gumbel-max), and softmax(z / tau) is the Concrete sample."""
-    logp = logits.log_softmax(-1)
+    argmax z ~ Cat(p) (Gumbel-max), and softmax(z / tau) is the Concrete sample.
+    `logp`: logits.log_softmax(-1) when the caller has one (one backward node)."""
+    logp = logits.log_softmax(-1) if logp is None else logp
     return logp + gumbel((S, *logits.shape), logits)
 
 
@@ -78,7 +79,8 @@ def relaxed(z: Tensor, tau: Tensor | float) -> Tensor:
     return (z / tau).log_softmax(-1).exp()
 
 
-def relaxed_muprop(z: Tensor, logits: Tensor, tau: Tensor | float) -> Tensor:
+def relaxed_muprop(z: Tensor, logits: Tensor, tau: Tensor | float,
+                   logp: Tensor | None = None) -> Tensor:
     """The MuProp-shifted relaxation softmax(z / tau + tau / (tau + 1) * log p)
     of the official REBAR code (Tucker et al. 2017, `muprop_relaxation`):
     z (S, B, D, K) = log p + Gumbel noise, logits (B, D, K) -> (S, B, D, K).
@@ -87,5 +89,5 @@ def relaxed_muprop(z: Tensor, logits: Tensor, tau: Tensor | float) -> Tensor:
     point MuProp (Gu et al. 2016) expands f around (tau -> inf). For K = 2 it
     is the Bernoulli sigmoid(x / tau + tau / (tau + 1) * theta) with
     x = theta + logistic noise, theta = logit p_1 - logit p_0."""
-    logp = logits.log_softmax(-1)                        # (B, D, K)
+    logp = logits.log_softmax(-1) if logp is None else logp      # (B, D, K)
     return (z / tau + tau / (tau + 1) * logp).log_softmax(-1).exp()

@@ -49,7 +49,7 @@ class RebarShiftOnZOnly(Rebar):
     """MuProp shift on s(z) but not on s(z~): two different functions."""
     name = "broken_rebar_muprop"
 
-    def relaxed_pair(self, z, zt, logits, tau):
+    def relaxed_pair(self, z, zt, logits, tau, logp=None):
         return relaxed_muprop(z, logits, tau), relaxed(zt, tau)
 
 

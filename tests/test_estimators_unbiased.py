@@ -93,7 +93,7 @@ class RebarWithoutConditionalPath(estimators.build("rebar").__class__):
     def estimate(self, logits, f, context):
         import estimators.rebar as rb
         original = rb.conditional_perturbed
-        rb.conditional_perturbed = lambda lg, b: original(lg, b).detach()
+        rb.conditional_perturbed = lambda lg, b, *rest: original(lg, b, *rest).detach()
         try:
             return super().estimate(logits, f, context)
         finally:

@@ -15,15 +15,10 @@ median(hand); beside it the median and interquartile range of the per-round
 ratios (each round's two steps ran back to back) and the ratio of median
 thread CPU times, less disturbed by other processes on a shared machine.
 
-Where the library stays above 1.1 (rebar, relax): it takes log q =
-log_softmax(logits) three times with a gradient (the Gumbel perturbation z,
-the conditional Gumbel z~, log q(b)), each with its own backward and, for the
-variance objective, double backward, where the hand loop takes it once; at
-these sizes a log-softmax pass costs tens of microseconds. Merging the three
-would sum their incoming gradients before one log-softmax backward instead of
-after three, which moves the gradient's last bits, and the numbers are pinned
-(tests/test_behaviour.py). With them merged by a throw-away patch both
-measured about 1.05-1.08.
+REBAR and RELAX take log q = log_softmax(logits) once, for the Gumbel
+perturbation z, the conditional Gumbel z~ and log q(b) (one backward and
+double-backward node instead of three); that moved their gradients' last bits,
+and the behaviour pin was re-recorded for those two runs when it was made.
 """
 from __future__ import annotations
 
