@@ -135,6 +135,18 @@ def test_cli_bad_config_exits_before_training(tmp_path, tracking_uri):
     assert not c.search_runs([e.experiment_id for e in exps])
 
 
+def test_cli_data_that_cannot_load_is_refused_before_any_run(tmp_path, tracking_uri):
+    """Missing data files: one message naming the override to type, exit 2,
+    no traceback, no FAILED run left behind."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "bench.run", "task=mnist", f"task.data_dir={tmp_path}"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "task.data_dir=<folder>" in out.stderr and "missing IDX file" in out.stderr
+    c = tracking.client(tracking_uri)
+    assert not c.search_runs([e.experiment_id for e in c.search_experiments()])
+
+
 # -- objective pieces ---------------------------------------------------------
 
 def test_kl_schedules():

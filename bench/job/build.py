@@ -21,9 +21,15 @@ def _opts(node, drop=("name",)) -> dict:
     return {k: v for k, v in dict(node).items() if k not in drop}
 
 
-def build(cfg, device: torch.device):
-    """(task, model, estimator) on `device`; the latent's sizes default to the task's."""
-    task = models.tasks.load(cfg.task.name, device=device, seed=cfg.seed, **_opts(cfg.task))
+def load_task(cfg, device: torch.device):
+    """The task of the config on `device` (its loader checks its own options and data)."""
+    return models.tasks.load(cfg.task.name, device=device, seed=cfg.seed, **_opts(cfg.task))
+
+
+def build(cfg, device: torch.device, task=None):
+    """(task, model, estimator) on `device`; the latent's sizes default to the task's.
+    `task`: already loaded by the job runner (before the MLflow run opened)."""
+    task = load_task(cfg, device) if task is None else task
     lat = cfg.latent
     default = models.default_latent(task, lat.name, family=cfg.model.get("family"))  # for null keys
     sizes = {"D": default.D if lat.D is None else lat.D}

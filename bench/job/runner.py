@@ -146,20 +146,37 @@ def _run_job(cfg: DictConfig, multirun: bool, job_num: str) -> float:
             final = S.retrying(c.get_run, done).data.metrics.get("val/elbo")
             return math.nan if final is None else final
 
+    try:                            # data that cannot load is a configuration error: no run for it
+        task = _load_task(cfg)
+    except (OSError, ImportError, ValueError) as e:
+        bad = ConfigError.from_component("task", cfg.task.name, e)
+        if not multirun:
+            print(f"Error in the configuration: {bad}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from e
+        run_id = _open_run(c, exp_id, tags, resolved)
+        _fail(c, run_id, bad)
+        print(f"[bench] job {job_num}: {bad}", file=sys.stderr, flush=True)
+        return math.nan
     run_id = _open_run(c, exp_id, tags, resolved)
     beat = L.Heartbeat(c, run_id, cfg.mlflow.heartbeat_s)
     try:
-        return _train_run(cfg, c, uri, run_id, tags, multirun, job_num)
+        return _train_run(cfg, c, uri, run_id, tags, multirun, job_num, task)
     finally:
         beat.stop()
 
 
-def _train_run(cfg, c, uri: str, run_id: str, tags: dict, multirun: bool, job_num: str) -> float:
-    from .train import train        # torch and models load only for a real run
+def _load_task(cfg):
+    from .build import load_task, pick_device   # torch and models load only for a real run
+    return load_task(cfg, pick_device(cfg.device))
+
+
+def _train_run(cfg, c, uri: str, run_id: str, tags: dict, multirun: bool, job_num: str,
+               task) -> float:
+    from .train import train
     sink = W.MetricSink(c, run_id)
     try:
         try:
-            result = train(cfg, log=sink, desc=tags[I.RUN_NAME_TAG],
+            result = train(cfg, log=sink, desc=tags[I.RUN_NAME_TAG], task=task,
                            artifact=lambda path, folder: S.retrying(c.log_artifact, run_id,
                                                                      str(path), folder))
         finally:

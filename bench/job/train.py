@@ -66,14 +66,15 @@ def peak_mem_mb(device: torch.device) -> float:
 
 
 class Trainer:
-    def __init__(self, cfg, log: Log, desc: str = "", artifact: Optional[Artifact] = None):
+    def __init__(self, cfg, log: Log, desc: str = "", artifact: Optional[Artifact] = None,
+                 task=None):
         self.cfg, self.log, self.desc = cfg, log, desc
         self.artifact = artifact or (lambda path, folder: None)
         self.device = device = pick_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        self.task, self.model, self.est = task, model, est = build(cfg, device)
+        self.task, self.model, self.est = task, model, est = build(cfg, device, task)
         lat = model.latent
         # evaluations of f per example per step: the unit of equal-compute comparisons
         self.f_per_step = est.f_evaluations(lat.D, getattr(lat, "K", 1))
@@ -198,5 +199,6 @@ class Trainer:
         meter.add_eval_time(time.perf_counter() - t_eval)
 
 
-def train(cfg, log: Log, desc: str = "", artifact: Optional[Artifact] = None) -> dict[str, float]:
-    return Trainer(cfg, log, desc, artifact).run()
+def train(cfg, log: Log, desc: str = "", artifact: Optional[Artifact] = None,
+          task=None) -> dict[str, float]:
+    return Trainer(cfg, log, desc, artifact, task).run()

@@ -112,7 +112,7 @@ def read_mnist_dir(data_dir: str | Path, dataset: str) -> dict[str, tuple[np.nda
         raise FileNotFoundError(
             f"{dataset}: missing IDX file(s) {missing} in {str(data_dir.resolve())!r}. "
             f"Put the four standard files {stems} (gzipped '.gz' or not) in that directory, "
-            f"or pass data_dir=<folder holding them> (task option `data_dir`). "
+            f"or point to the folder holding them: `task.data_dir=<folder>` on the bench.run command line (the loader option `data_dir`). "
             f"Nothing is downloaded at run time.")
     out = {}
     for split, (img, lab) in IDX_FILES.items():
