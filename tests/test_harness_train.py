@@ -70,7 +70,7 @@ def test_estimator_optimiser_trains_its_own_parameters(monkeypatch):
     cfg = cfg_of("estimator=reinforce", "estimator.baseline=learned")
     parts = {}
     orig = T.build
-    monkeypatch.setattr(T, "build", lambda c, d: parts.setdefault("p", orig(c, d)))
+    monkeypatch.setattr(T, "build", lambda c, d, task=None: parts.setdefault("p", orig(c, d, task)))
     train(cfg, log=lambda s, m: None)
     trained = parts["p"][2]
     # the same construction and dry run, without training
