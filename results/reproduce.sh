@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates everything under results/ (the toy and the reference study):
 #
-#   bash results/reproduce.sh            # all stages, ~51 min on 2 CPU cores
+#   bash results/reproduce.sh            # all stages, ~2 h on 2 CPU cores
 #   bash results/reproduce.sh toy        # one stage: estimators | toy | tune | digits | strategies | tables
 #
 # Runs go to the MLflow store results/.store/mlflow.db (not committed; set
