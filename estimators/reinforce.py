@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Estimate, Estimator, Fn, check_choice, register
-from .sampling import log_prob_from, sample_one_hot
+from .sampling import log_prob_from, sample_scored
 
 BASELINES = ("none", "ema", "learned", "loo")
 
@@ -67,8 +67,7 @@ class Reinforce(Estimator):
 
     def estimate(self, logits: Tensor, f: Fn, context: Optional[Tensor]) -> Estimate:
         S = self.n_samples
-        logp = logits.log_softmax(-1)                       # (B, D, K), one for both uses
-        z = sample_one_hot(logits, S, logp)                 # (S, B, D, K)
+        logp, z = sample_scored(logits, S)                  # (B, D, K), (S, B, D, K)
         f_z = f(z)                                          # (S, B)
         logq = log_prob_from(logp, z)                       # (S, B)
         aux, metrics = None, {}

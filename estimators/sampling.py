@@ -44,6 +44,13 @@ def sample_one_hot(logits: Tensor, S: int, logp: Tensor | None = None) -> Tensor
         return one_hot_argmax(logp + gumbel((S, *logp.shape), logp))
 
 
+def sample_scored(logits: Tensor, S: int) -> tuple[Tensor, Tensor]:
+    """(logp, z): the log-probabilities (B, D, K) and S one-hot draws (S, B, D, K)
+    from them; the score estimators take log q(z) = log_prob_from(logp, z)."""
+    logp = logits.log_softmax(-1)
+    return logp, sample_one_hot(logits, S, logp)
+
+
 def log_prob(logits: Tensor, b: Tensor) -> Tensor:
     """log q(b) summed over variables: logits (B, D, K), b (S, B, D, K) -> (S, B)."""
     return log_prob_from(logits.log_softmax(-1), b)

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .base import Estimate, Estimator, Fn, register
 from .reinforce import leave_one_out_mean
-from .sampling import log_prob_from, sample_one_hot
+from .sampling import log_prob_from, sample_scored
 
 
 @functools.lru_cache(maxsize=32)
@@ -56,8 +56,7 @@ class Vimco(Estimator):
 
     def estimate(self, logits: Tensor, f: Fn, context: Optional[Tensor]) -> Estimate:
         S = self.n_samples
-        logp = logits.log_softmax(-1)                        # (B, D, K), one for both uses
-        z = sample_one_hot(logits, S, logp)                  # (S, B, D, K)
+        logp, z = sample_scored(logits, S)                   # (B, D, K), (S, B, D, K)
         f_z = f(z)                                           # (S, B)
         logq = log_prob_from(logp, z)                        # (S, B)
         bound = torch.logsumexp(f_z, 0) - math.log(S)        # (B,) carries sum_s w_s grad f_s

@@ -62,6 +62,12 @@ class LatentModel(nn.Module):
     def fixed_prior(self, batch: Batch, like: Tensor) -> Tensor:
         return self.latent.fixed_prior(like).expand(batch.size, *self.latent.param_shape)
 
+    def class_prior(self, batch: Batch, table: Optional[nn.Embedding], like: Tensor) -> Tensor:
+        """p(z | y) from a learned table per class, or the fixed prior without one."""
+        if table is None:
+            return self.fixed_prior(batch, like)
+        return table(batch.c).view(batch.size, *self.latent.param_shape)
+
     def drop_latent(self, code: Tensor, null: Tensor, p: float) -> Tensor:
         """Latent dropout: each row of code (N, ...) becomes `null` (...) with
         probability p, in training mode only (global RNG, like the estimators)."""

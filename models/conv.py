@@ -150,9 +150,7 @@ class ConvCVAE(LatentModel):
         return out.view(batch.size, 2, -1).transpose(1, 2)                       # (B, D, 2)
 
     def prior(self, batch: Batch) -> Tensor:
-        if self.prior_table is None:
-            return self.fixed_prior(batch, self.null_code)
-        return self.prior_table(batch.c).view(batch.size, *self.latent.param_shape)
+        return self.class_prior(batch, self.prior_table, self.null_code)
 
     # -- decoder -------------------------------------------------------------
     def logits(self, batch: Batch, z: Tensor) -> Tensor:

@@ -177,9 +177,7 @@ class ImageCVAE(LatentModel):
     def prior(self, batch: Batch) -> Tensor:
         if self.prior_logits is not None:
             return self.prior_logits.expand(batch.size, *self.latent.param_shape)
-        if self.prior_table is None:
-            return self.fixed_prior(batch, self.null_code)
-        return self.prior_table(batch.c).view(batch.size, *self.latent.param_shape)
+        return self.class_prior(batch, self.prior_table, self.null_code)
 
     def logits(self, batch: Batch, z: Tensor) -> Tensor:
         """Pixel logits (S, B, P) of p(x | z, c)."""
