@@ -122,7 +122,8 @@ class ImageCVAE(LatentModel):
     family = "image"
     Config = ImageConfig
 
-    def __init__(self, task, latent, conditioning: str = "film", config: Optional[ImageConfig] = None):
+    def __init__(self, task, latent, conditioning: str = "film",
+                 config: Optional[ImageConfig] = None):
         super().__init__(task, latent, conditioning, config)
         config = self.config
         P, n_classes = task.spec["n_pixels"], task.spec["n_classes"]
