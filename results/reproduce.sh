@@ -3,6 +3,7 @@
 #
 #   bash results/reproduce.sh            # all stages, ~2 h on 2 CPU cores
 #   bash results/reproduce.sh toy        # one stage: estimators | toy | tune | digits | strategies | tables
+#   bash results/reproduce.sh backbone   # the shared-backbone study (not run by default, not yet committed)
 #
 # Runs go to the MLflow store results/.store/mlflow.db (not committed; set
 # MLFLOW_TRACKING_URI to use another store), experiments `toy`, `reference`
@@ -80,6 +81,19 @@ relax_f() {  # task, conditioning list
 }
 has digits && relax_f digits concat,add,film
 has strategies && relax_f strategies concat,prefix,film,xattn,add
+
+if has backbone; then  # opt-in (not in the default stages): 72 runs of 300 steps + one pretrain
+  BASE="$PWD/results/.work/backbone-base.pt"
+  python -m bench.pretrain task=strategies model.d_model=64 model.n_layers=2 train.steps=2000 \
+      train.eval_every=500 train.log_every=100 seed=0 --out "$BASE"
+  G="experiment=backbone_study conditioning=prefix,film seed=0,1,2 $PAR"
+  S="model.backbone=shared model.backbone_mode=frozen,lora,full model.base=$BASE"
+  run $G estimator=gumbel,rebar hydra.sweep.dir=results/.work/backbone-sep-cat
+  run $G latent=gaussian estimator=reparam hydra.sweep.dir=results/.work/backbone-sep-gauss
+  run $G estimator=gumbel,rebar $S hydra.sweep.dir=results/.work/backbone-shared-cat
+  run $G latent=gaussian estimator=reparam $S hydra.sweep.dir=results/.work/backbone-shared-gauss
+  python -m bench.tables --experiment backbone_study --out results/backbone
+fi
 
 if has tables; then
   python -m bench.tables --experiment toy --out results/toy
