@@ -33,6 +33,7 @@ from omegaconf import OmegaConf
 
 from .config import compose, plain
 from .tracking import identity as I
+from .tracking import liveness
 from .tracking import sink as W
 from .tracking import store as S
 
@@ -61,19 +62,17 @@ def pretrain(cfg, out=None, max_slots: int = 16, log=None, experiment=None) -> t
     """Train and log one base model; returns (MLflow run id, final metrics)."""
     import torch
 
-    import models
     from models.backbone import ARTIFACT, Backbone, save_checkpoint
     from models.registry import config_from
     from models.sequence import SequenceConfig
 
-    from .job.build import pick_device
+    from .job.build import load_task, pick_device
 
     device = pick_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    task = models.tasks.load(cfg.task.name, device=device, seed=cfg.seed,
-                             **{k: v for k, v in dict(cfg.task).items() if k != "name"})
+    task = load_task(cfg, device)
     if task.family != "sequence":
         raise ValueError(f"task={cfg.task.name}: pretraining needs a sequence task "
                          f"(family {task.family!r} has no language model)")
@@ -97,15 +96,14 @@ def pretrain(cfg, out=None, max_slots: int = 16, log=None, experiment=None) -> t
     name = f"pretrain-{cfg.task.name}-d{mc.d_model}-l{mc.n_layers}-s{cfg.seed}"
     tags = {"stage": "pretrain", "task": cfg.task.name, "seed": cfg.seed, "git_commit": I.git_commit(),
             "config_hash": I.config_hash({**resolved, **extra}), I.RUN_NAME_TAG: name}
-    run_id = S.retrying(c.create_run, exp_id, tags={k: str(v) for k, v in tags.items()}).info.run_id
-    W.log_params(c, run_id, {**I.flatten(resolved), **extra})
-    S.retrying(c.log_text, run_id, OmegaConf.to_yaml(OmegaConf.create(resolved)), "config.yaml")
+    run_id = W.open_run(c, exp_id, tags, resolved, extra)
+    beat = liveness.Heartbeat(c, run_id, cfg.mlflow.heartbeat_s)
     sink = W.MetricSink(c, run_id)
     final: dict = {}
     try:
         try:
             gen = task.generator(cfg.seed)
-            t0, total, since = time.perf_counter(), 0.0, 0
+            t0, total, since = time.perf_counter(), torch.zeros((), device=device), 0
             for step in range(cfg.train.steps + 1):
                 metrics = {}
                 if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
@@ -113,9 +111,9 @@ def pretrain(cfg, out=None, max_slots: int = 16, log=None, experiment=None) -> t
                         tok, y = _nll(backbone, val_seq, L)
                     metrics.update({"val/nll_token": tok.item(), "val/nll_y": y.item()})
                 if since and (step % cfg.train.log_every == 0 or step == cfg.train.steps):
-                    metrics.update({"train/nll_token": total / since,
+                    metrics.update({"train/nll_token": float(total) / since,
                                     "perf/steps_per_s": since / (time.perf_counter() - t0)})
-                    t0, total, since = time.perf_counter(), 0.0, 0
+                    t0, total, since = time.perf_counter(), torch.zeros((), device=device), 0
                 if metrics:
                     sink(step, metrics)
                     final.update(metrics)
@@ -127,9 +125,10 @@ def pretrain(cfg, out=None, max_slots: int = 16, log=None, experiment=None) -> t
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total, since = total + loss.item(), since + 1
+                total, since = total + loss.detach(), since + 1      # no host read per step
         finally:
             sink.close()
+            beat.stop()
         with tempfile.TemporaryDirectory() as tmp:
             path = save_checkpoint(backbone, Path(tmp) / Path(ARTIFACT).name)
             S.retrying(c.log_artifact, run_id, str(path), str(Path(ARTIFACT).parent))

@@ -53,6 +53,11 @@ class LatentModel(nn.Module):
         """Detached (B, C) features for input-dependent baselines."""
         raise NotImplementedError
 
+    def prior_parameters(self) -> list[nn.Parameter]:
+        """The learned prior's parameters, which `train.prior_lr` trains by their
+        own SGD; none for a fixed prior (the default)."""
+        return []
+
     def posterior_parameter_names(self) -> list[str]:
         """Name prefixes of q(z | x, c)'s parameters (the default target of gradient
         statistics): every child module whose name starts with "enc"."""

@@ -130,7 +130,7 @@ class ImageCVAE(LatentModel):
         n_params = int(torch.Size(latent.param_shape).numel())
         code = latent.code_size()
         # a type that uses no condition (none) gets no label embedding and one prior table
-        labelled = conditioning is None or getattr(cond_types.get(conditioning), "uses_condition", True)
+        labelled = conditioning is None or cond_types.get(conditioning).uses_condition
         enc_cond = conditioning if config.encoder_conditioned and labelled else None
         # creation order = the seed's initial weights: new options add modules last
         self.enc_label = nn.Embedding(n_classes, config.d_cond) if enc_cond else None
@@ -155,8 +155,7 @@ class ImageCVAE(LatentModel):
                     self.decoder.output_bias().copy_(torch.logit(mean.clamp(MEAN_CLIP, 1 - MEAN_CLIP)))
 
     def prior_parameters(self) -> list[nn.Parameter]:
-        """The learned prior's parameters (empty for a fixed prior): `train.prior_lr`
-        trains them with their own SGD, as DisARM trains its prior logits."""
+        """As DisARM trains its prior logits: the per-class table or the one table."""
         if self.prior_table is not None:
             return [self.prior_table.weight]
         return [] if self.prior_logits is None else [self.prior_logits]

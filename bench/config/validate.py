@@ -119,6 +119,8 @@ def validate(cfg) -> None:
     _range("train.steps", t.steps, 1, integer=True)
     if t.f_evals is not None:
         _range("train.f_evals", t.f_evals, 1, integer=True)
+    if t.prior_lr is not None:
+        _range("train.prior_lr", t.prior_lr, 0, lo_open=True)
     _range("train.batch_size", t.batch_size, 1, integer=True)
     _range("train.lr", t.lr, 0, lo_open=True)
     _range("train.estimator_lr", t.estimator_lr, 0, lo_open=True)

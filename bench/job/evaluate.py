@@ -54,11 +54,11 @@ class Evaluator:
         self.cfg, self.task, self.model, self.est = cfg, task, model, est
         self.artifact = artifact
         # opt-in, so the final metrics of existing image runs keep their keys
-        self.samples = bool(getattr(cfg.eval, "samples", False)) and task.family == "image"
+        self.samples = cfg.eval.samples and task.family == "image"
         self.classifier = None          # loaded at the first evaluation that needs it
         self.lam, self.mode = lam, mode
         # eval.split (val | test); the keys stay val/* so curves and tables read one name
-        self.val = _first(task.split(getattr(cfg.eval, "split", "val")), cfg.eval.batch_size)
+        self.val = _first(task.split(cfg.eval.split), cfg.eval.batch_size)
         g = task.generator(cfg.seed + 7919)           # a fixed minibatch for grad stats
         self.gbatch = task.sample("train", cfg.eval.grad_batch_size, g)
         self.params = list(model.posterior_parameter_names())   # q(z|x,c)'s parameters

@@ -49,6 +49,7 @@ from ..tracking import liveness as L
 from ..tracking import sink as W
 from ..tracking import store as S
 from ..tracking.handoff import Handoff
+from ..tracking.summary import refuse
 
 
 def _hydra_job() -> tuple[bool, str]:
@@ -106,8 +107,7 @@ def _run_job(cfg: DictConfig, multirun: bool, job_num: str) -> float:
         bad = None
     except ConfigError as e:
         if not multirun:            # the message says it all: no traceback, exit status 2
-            print(f"Error in the configuration: {e}", file=sys.stderr, flush=True)
-            raise SystemExit(2) from e
+            refuse(e)
         bad = e
     uri = S.resolve_tracking_uri()
     S.configure(cfg.mlflow.patience_s, uri)
@@ -128,10 +128,7 @@ def _run_job(cfg: DictConfig, multirun: bool, job_num: str) -> float:
         tags["sweep_id"] = handoff.sweep_id or ""
 
     if bad is not None:             # in a sweep, recorded FAILED and the sweep goes on
-        run_id = _open_run(c, exp_id, tags, resolved)
-        _fail(c, run_id, bad)
-        print(f"[bench] job {job_num}: {bad}", file=sys.stderr, flush=True)
-        return math.nan
+        return _record_config_error(c, exp_id, tags, resolved, bad, job_num)
 
     # a run of this config whose process died is RUNNING forever otherwise, and
     # would look like work in progress; once marked lost (FAILED) it is redone below
@@ -151,18 +148,23 @@ def _run_job(cfg: DictConfig, multirun: bool, job_num: str) -> float:
     except (OSError, ImportError, ValueError) as e:
         bad = ConfigError.from_component("task", cfg.task.name, e)
         if not multirun:
-            print(f"Error in the configuration: {bad}", file=sys.stderr, flush=True)
-            raise SystemExit(2) from e
-        run_id = _open_run(c, exp_id, tags, resolved)
-        _fail(c, run_id, bad)
-        print(f"[bench] job {job_num}: {bad}", file=sys.stderr, flush=True)
-        return math.nan
-    run_id = _open_run(c, exp_id, tags, resolved)
+            refuse(bad)
+        return _record_config_error(c, exp_id, tags, resolved, bad, job_num)
+    run_id = W.open_run(c, exp_id, tags, resolved)
     beat = L.Heartbeat(c, run_id, cfg.mlflow.heartbeat_s)
     try:
         return _train_run(cfg, c, uri, run_id, tags, multirun, job_num, task)
     finally:
         beat.stop()
+
+
+def _record_config_error(c, exp_id: str, tags: dict, resolved: dict, bad: ConfigError,
+                         job_num: str) -> float:
+    """A sweep's job with a configuration error: a FAILED run that says why."""
+    run_id = W.open_run(c, exp_id, tags, resolved)
+    _fail(c, run_id, bad)
+    print(f"[bench] job {job_num}: {bad}", file=sys.stderr, flush=True)
+    return math.nan
 
 
 def _load_task(cfg):
@@ -207,15 +209,6 @@ def _train_run(cfg, c, uri: str, run_id: str, tags: dict, multirun: bool, job_nu
         print(f"[bench] run {run_id} FINISHED: {shown}\n[bench] store {uri}, experiment "
               f"{cfg.mlflow.experiment!r}: mlflow ui --backend-store-uri {uri}", flush=True)
     return result.get("val/elbo", math.nan)
-
-
-def _open_run(c, exp_id: str, tags: dict, resolved: dict) -> str:
-    tags = {**tags, L.TAG: L.beat()}     # alive from the start: a kill before the first beat is seen
-    run = S.retrying(c.create_run, exp_id, tags={k: str(v) for k, v in tags.items()})
-    run_id = run.info.run_id
-    W.log_params(c, run_id, I.flatten(resolved))
-    S.retrying(c.log_text, run_id, OmegaConf.to_yaml(OmegaConf.create(resolved)), "config.yaml")
-    return run_id
 
 
 def _fail(c, run_id: str, e: BaseException, tb: Optional[str] = None) -> None:

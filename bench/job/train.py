@@ -95,6 +95,7 @@ class Trainer:
         self.opt, self.prior_opt = self.optimisers(cfg, model)
         est_params = [p for p in est.parameters() if p.requires_grad]
         self.est_opt = torch.optim.Adam(est_params, lr=cfg.train.estimator_lr) if est_params else None
+        self.opts = [o for o in (self.opt, self.prior_opt, self.est_opt) if o is not None]
         self.step_model = step_view(model, device, cfg.train.precision, cfg.train.compile)
         self.final: dict[str, float] = {}
 
@@ -144,7 +145,7 @@ class Trainer:
         lr = cfg.train.prior_lr
         if lr is None:
             return torch.optim.Adam(model.parameters(), lr=cfg.train.lr), None
-        prior = list(getattr(model, "prior_parameters", list)())
+        prior = model.prior_parameters()
         if not prior:
             raise ValueError(f"train.prior_lr={lr!r} is not valid for this model: it has no "
                              f"learned prior (set model.learned_prior=true, or train.prior_lr=null)")
@@ -155,11 +156,10 @@ class Trainer:
     def update(self, loss: torch.Tensor, aux_loss) -> None:
         """One Adam step on the model, one SGD step on its prior when train.prior_lr
         is set and, when it has parameters, one Adam step on the estimator."""
-        opts = [o for o in (self.opt, self.prior_opt, self.est_opt) if o is not None]
-        for opt in opts:
+        for opt in self.opts:
             opt.zero_grad(set_to_none=True)
         (loss if aux_loss is None else loss + aux_loss).backward()
-        for opt in opts:
+        for opt in self.opts:
             opt.step()
 
     def flush(self, step: int) -> None:

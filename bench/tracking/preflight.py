@@ -21,6 +21,8 @@ import sys
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from .summary import refuse
+
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 MAX_JOBS = 2000     # composing is ~10-50 ms a job; beyond this the runner checks each job
 
@@ -58,17 +60,12 @@ def _sweep_jobs(config: DictConfig) -> list[list[str]] | None:
     return jobs if len(jobs) <= MAX_JOBS else None
 
 
-def _fail(message: str) -> None:
-    print(f"Error in the configuration: {message}", file=sys.stderr, flush=True)
-    raise SystemExit(2)
-
-
 def check(config: DictConfig, multirun: bool) -> None:
     """Exit 2 (SystemExit, which Hydra does not wrap) when nothing could run."""
     if not multirun:
         err = _error(config)
         if err is not None:
-            _fail(str(err))
+            refuse(err)
         return
     jobs = _sweep_jobs(config)
     if not jobs:
@@ -81,7 +78,7 @@ def check(config: DictConfig, multirun: bool) -> None:
         if err is not None:
             bad.append(f"job {num} ({' '.join(overrides)}): {err}")
     if len(bad) == len(jobs):
-        _fail(f"every job of the sweep is invalid:\n  " + "\n  ".join(bad))
+        refuse(f"every job of the sweep is invalid:\n  " + "\n  ".join(bad))
     if bad:
         print(f"[bench] {len(bad)} of {len(jobs)} jobs have configuration errors and will be "
               f"recorded FAILED:\n  " + "\n  ".join(bad), file=sys.stderr, flush=True)

@@ -78,3 +78,17 @@ def set_tags(c, run_id: str, tags: dict[str, Any]) -> None:
     items = [RunTag(k, str(v)[:8000]) for k, v in tags.items()]
     for i in range(0, len(items), 100):
         retrying(c.log_batch, run_id, tags=items[i:i + 100])
+
+
+def open_run(c, exp_id: str, tags: dict, resolved: dict, extra_params: dict = ()) -> str:
+    """A new RUNNING run: tags (a first heartbeat among them, so a process
+    killed before its heartbeat thread starts is still seen as lost), params =
+    the flattened config (+ extra_params), artifact config.yaml."""
+    from omegaconf import OmegaConf
+    from . import identity, liveness
+    tags = {**tags, liveness.TAG: liveness.beat()}
+    run_id = retrying(c.create_run, exp_id, tags={k: str(v) for k, v in tags.items()}).info.run_id
+    log_params(c, run_id, {**identity.flatten(resolved), **dict(extra_params)})
+    retrying(c.log_text, run_id, OmegaConf.to_yaml(OmegaConf.create(resolved)), "config.yaml")
+    return run_id
+

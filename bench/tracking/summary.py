@@ -11,11 +11,18 @@ unavailable for longer than `mlflow.patience_s`, or for any other error.
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any
 
 EXIT_STORE, EXIT_CONFIG, EXIT_FAILED_JOBS = 1, 2, 3
 NOTE_TAG = "mlflow.note.content"     # what the MLflow UI shows as a run's description
 COLS = ("job", "run", "status", "val/elbo", "reason")
+
+
+def refuse(message: object) -> None:
+    """End the command on a configuration error: the message, no traceback."""
+    print(f"Error in the configuration: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_CONFIG)
 
 
 def shorten(reason: str, width: int = 80) -> str:

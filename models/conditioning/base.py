@@ -111,6 +111,8 @@ class Conditioning(nn.Module):
 
     name: ClassVar[str] = ""
     families: ClassVar[tuple[str, ...]] = ()
+    # False: the family builds nothing for the label (no embedding, one prior table)
+    uses_condition: ClassVar[bool] = True
 
     @classmethod
     def mlp_input(cls, d_in: int, d_cond: int, d_out: int) -> nn.Module:

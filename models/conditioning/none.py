@@ -10,8 +10,6 @@ that differ only in c give identical outputs.
 """
 from __future__ import annotations
 
-from typing import ClassVar
-
 from .base import Conditioning, register
 
 
@@ -21,4 +19,4 @@ class NoCondition(Conditioning):
     # the MLP image family (registered as "image"); the conv family builds its
     # label embeddings and per-class prior itself and does not read the flag yet
     families = ("image",)
-    uses_condition: ClassVar[bool] = False
+    uses_condition = False
