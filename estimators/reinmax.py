@@ -23,7 +23,7 @@ from typing import Optional
 
 from torch import Tensor
 
-from .base import Estimate, Estimator, Fn, register
+from .base import Estimate, Fn, register
 from .sampling import sample_one_hot
 from .st import StraightThrough
 

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from .data import Batch
 from .latents import Latent
+from .latents import build as build_latent
 from .registry import Registry
 
 FAMILIES: Registry[type["LatentModel"]] = Registry(
@@ -28,6 +29,25 @@ class LatentModel(nn.Module):
     family: ClassVar[str] = ""
     Config: ClassVar[type] = object
     conditioned: ClassVar[bool] = True      # False: there is no condition (the toy)
+    # task families it takes besides its own name (the conv family takes image tasks)
+    task_families: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def takes(cls, task_family: str) -> bool:
+        return task_family == cls.family or task_family in cls.task_families
+
+    @classmethod
+    def latent_sizes(cls, task) -> dict[str, dict]:
+        """{latent kind: sizes} that suit `task` when only a latent name is given."""
+        return {"categorical": dict(D=8, K=10), "gaussian": dict(D=8)}
+
+    @classmethod
+    def default_latent(cls, task, kind: str) -> Latent:
+        sizes = cls.latent_sizes(task)
+        if kind not in sizes:
+            raise ValueError(f"unknown latent {kind!r} for the {cls.family} model; "
+                             f"valid names are {sorted(sizes)}")
+        return build_latent(kind, **sizes[kind])
 
     def __init__(self, task, latent: Latent, conditioning: Optional[str], config: Any = None):
         super().__init__()

@@ -44,8 +44,6 @@ from . import conditioning as cond_types
 from .base import FAMILIES, LatentModel
 from .conv_blocks import ConvDecoder, ConvEncoder
 from .data import Batch
-from .latents import Latent
-from .latents import build as build_latent
 from .registry import check_choice, check_latent_options, check_range
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -90,12 +88,9 @@ class ConvCVAE(LatentModel):
     Config = ConvConfig
 
     @classmethod
-    def default_latent(cls, task, kind: str) -> Latent:
+    def latent_sizes(cls, task) -> dict[str, dict]:
         h, w = latent_map(task)
-        sizes = {"categorical": dict(D=h * w, K=DEFAULT_K), "gaussian": dict(D=GAUSSIAN_CHANNELS * h * w)}
-        if kind not in sizes:
-            raise ValueError(f"unknown latent {kind!r}; valid names are {sorted(sizes)}")
-        return build_latent(kind, **sizes[kind])
+        return {"categorical": dict(D=h * w, K=DEFAULT_K), "gaussian": dict(D=GAUSSIAN_CHANNELS * h * w)}
 
     def __init__(self, task, latent, conditioning: str = "adaln", config: Optional[ConvConfig] = None):
         super().__init__(task, latent, conditioning, config)

@@ -88,6 +88,11 @@ class SequenceCVAE(LatentModel):
     family = "sequence"
     Config = SequenceConfig
 
+    @classmethod
+    def latent_sizes(cls, task) -> dict[str, dict]:
+        # categorical: one variable with two categories per hidden strategy
+        return {"categorical": dict(D=1, K=2 * task.spec["n_strategies"]), "gaussian": dict(D=8)}
+
     def __init__(self, task, latent, conditioning: str = "film", config: Optional[SequenceConfig] = None):
         super().__init__(task, latent, conditioning, config)
         config, spec = self.config, task.spec

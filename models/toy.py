@@ -34,6 +34,10 @@ class Toy(LatentModel):
     Config = ToyConfig
     conditioned = False         # nothing to condition on: any conditioning is ignored
 
+    @classmethod
+    def latent_sizes(cls, task) -> dict[str, dict]:
+        return {"categorical": dict(D=task.spec["D"], K=2)}      # Bernoulli only
+
     def __init__(self, task, latent, conditioning: Optional[str] = None, config: Optional[ToyConfig] = None):
         config = config or ToyConfig()
         D = task.spec["D"]

@@ -9,7 +9,7 @@
 The family: `family=None` is the task's own (`Task.family`: "image" tasks get
 the MLP family, whose public name is "mlp"); an image task also takes
 `family="conv"` (models.conv). A family declares the task families it takes
-(`task_families`, default: its own name); any other pair is refused naming
+(`task_families` besides its own name); any other pair is refused naming
 the valid ones. `latent` may also be a name ("categorical" | "gaussian"): the
 family's default sizes are used (`default_latent`; a family may define its
 own, as the conv family does for its spatial latent). Options are the fields
@@ -24,7 +24,6 @@ from typing import Any, Optional, Union
 from . import conditioning as cond_types
 from .base import FAMILIES, LatentModel
 from .latents import Latent
-from .latents import build as build_latent
 from .registry import config_from, defaults
 
 
@@ -34,13 +33,9 @@ ALIASES = {"mlp": "image"}
 _PUBLIC = {v: k for k, v in ALIASES.items()}
 
 
-def _takes(cls: type[LatentModel]) -> tuple[str, ...]:
-    return tuple(getattr(cls, "task_families", (cls.family,)))
-
-
 def task_families(task) -> list[str]:
     """Public names of the model families that take this task (`family=` values)."""
-    return sorted(_PUBLIC.get(n, n) for n in FAMILIES.names() if task.family in _takes(FAMILIES.get(n)))
+    return sorted(_PUBLIC.get(n, n) for n in FAMILIES.names() if FAMILIES.get(n).takes(task.family))
 
 
 def _family(task_or_family, family: Optional[str] = None) -> type[LatentModel]:
@@ -67,20 +62,7 @@ def options(task_or_family, family: Optional[str] = None) -> dict[str, Any]:
 
 def default_latent(task, kind: str = "categorical", family: Optional[str] = None) -> Latent:
     """Latent sizes that suit the task (and model family) when only a latent name is given."""
-    cls = _family(task, family) if family is not None or task.family in FAMILIES else None
-    if hasattr(cls, "default_latent"):
-        return cls.default_latent(task, kind)
-    if task.family == "toy":
-        if kind != "categorical":
-            raise ValueError(f"toy: latent {kind!r} is not valid; the toy latent is categorical (K=2)")
-        return build_latent("categorical", D=task.spec["D"], K=2)
-    if task.family == "sequence":
-        sizes = {"categorical": dict(D=1, K=2 * task.spec["n_strategies"]), "gaussian": dict(D=8)}
-    else:
-        sizes = {"categorical": dict(D=8, K=10), "gaussian": dict(D=8)}
-    if kind not in sizes:
-        raise ValueError(f"unknown latent {kind!r}; valid names are {sorted(sizes)}")
-    return build_latent(kind, **sizes[kind])
+    return _family(task, family).default_latent(task, kind)
 
 
 def build(task, latent: Union[Latent, str] = "categorical", conditioning: Optional[str] = "film",

@@ -78,7 +78,7 @@ def check(config: DictConfig, multirun: bool) -> None:
         if err is not None:
             bad.append(f"job {num} ({' '.join(overrides)}): {err}")
     if len(bad) == len(jobs):
-        refuse(f"every job of the sweep is invalid:\n  " + "\n  ".join(bad))
+        refuse("every job of the sweep is invalid:\n  " + "\n  ".join(bad))
     if bad:
         print(f"[bench] {len(bad)} of {len(jobs)} jobs have configuration errors and will be "
               f"recorded FAILED:\n  " + "\n  ".join(bad), file=sys.stderr, flush=True)
