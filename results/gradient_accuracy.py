@@ -3,7 +3,8 @@ ReinMax (Liu et al., NeurIPS 2023, sec. 6.1; `analyze_gradient` in the
 authors' mnist_vae/model/vae.py), for every registered categorical estimator.
 
     python results/gradient_accuracy.py [--steps 2000] [--n 256] [--batch 50]
-    # writes results/gradient_accuracy.md
+    # writes results/gradient_accuracy.md, .csv and .png
+    python results/gradient_accuracy.py --plot   # redraws the .png from the .csv
 
 The model is `experiment=reinmax_vae` (784-512-256-32 encoder, 32-256-512-784
 decoder, uniform prior, mnist5k). As in the paper the gradient is taken with
@@ -45,6 +46,8 @@ from estimators.exact import Exact  # noqa: E402
 from estimators.stats import logit_gradient_stats  # noqa: E402
 
 OUT = ROOT / "results" / "gradient_accuracy.md"
+CSV, PNG = OUT.with_suffix(".csv"), OUT.with_suffix(".png")
+COLUMNS = ("estimator", "when", "bias", "floor", "std", "cos", "error")
 NOTES = """
 Reading it: an unbiased estimator (reinforce, rebar, relax, indecater) should
 show a relative bias at its floor, and does; a biased one (the straight-through
@@ -143,7 +146,54 @@ def table(res: dict[str, dict[str, dict]], steps: int, n: int, B: int, seed: int
             f"{n} estimates per cell, exact reference by enumerating 4,096 configurations; "
             f"training by ReinMax (experiment=reinmax_vae). The floor is relative std / sqrt(n) "
             f"in units of |g*|: a relative bias near it is not resolved.\n\n" + "\n".join(lines) + "\n"
+            + "\n![bias against spread](gradient_accuracy.png)\n"
             + NOTES)
+
+
+def write_csv(res: dict[str, dict[str, dict]]) -> None:
+    import csv
+    with CSV.open("w", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(COLUMNS)
+        for label, by_when in res.items():
+            for when, r in by_when.items():
+                w.writerow([label, when] + [("%.6g" % r[k]) if k in r and k != "error" else
+                                            r.get(k, "") for k in COLUMNS[2:]])
+
+
+def figure() -> Path:
+    """Relative bias against relative std, one panel per training state, from
+    the .csv: the unbiased estimators sit on their Monte Carlo floor (the grey
+    tick below each point), the biased ones above it."""
+    import csv
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in csv.DictReader(CSV.open()) if not r["error"]]
+    whens = list(dict.fromkeys(r["when"] for r in rows))
+    labels = list(dict.fromkeys(r["estimator"] for r in rows))
+    import seaborn as sns      # the colour-blind-safe palette of bench.tables' figures
+    colours = dict(zip(sorted(labels), sns.color_palette("colorblind", len(labels))))
+    markers = dict(zip(labels, "osD^v<>ph*"))
+    fig, axes = plt.subplots(1, len(whens), figsize=(6 * len(whens), 5), sharey=True)
+    for ax, when in zip(axes, whens):
+        for r in (r for r in rows if r["when"] == when):
+            x, y, lo = float(r["std"]), float(r["bias"]), float(r["floor"])
+            ax.scatter(x, y, color=colours[r["estimator"]], marker=markers[r["estimator"]], s=60,
+                       label=r["estimator"], zorder=3)
+            ax.plot([x, x], [lo, y], color="0.7", lw=1, zorder=1)
+            ax.scatter(x, lo, color="0.5", marker="_", s=120, zorder=2)
+        ax.set(xscale="log", yscale="log", title=when,
+               xlabel="relative standard deviation |sd(g)| / |E g|")
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0].set_ylabel("relative bias |E g - g*| / |g*|  (grey tick: Monte Carlo floor)")
+    axes[-1].legend(fontsize=8, loc="best")
+    fig.suptitle("Gradient accuracy on the 8x4 categorical MNIST VAE (exact g* by enumeration)")
+    fig.tight_layout()
+    fig.savefig(PNG, dpi=120)
+    return PNG
 
 
 def main(argv=None) -> None:
@@ -152,11 +202,16 @@ def main(argv=None) -> None:
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--plot", action="store_true", help="only redraw the figure from the .csv")
     a = ap.parse_args(argv)
+    if a.plot:
+        print(f"wrote {figure()}")
+        return
     torch.set_num_threads(1)
     res = study(a.steps, a.n, a.batch, a.seed)
     OUT.write_text(table(res, a.steps, a.n, a.batch, a.seed))
-    print(f"wrote {OUT}")
+    write_csv(res)
+    print(f"wrote {OUT}, {CSV}, {figure()}")
 
 
 if __name__ == "__main__":
