@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from bench.results import tables
-from bench.results.format import fmt
+from bench.results.format import agg_markdown, fmt
 from bench.results.store import load_study
 from tests.test_tables_store import EXP, T0, fresh_store, job, make_run, make_sweep
 
@@ -60,17 +60,24 @@ def test_aggregate_gives_known_means_and_standard_errors(study_store, tmp_path):
     csv = pd.read_csv(tmp_path / "out" / "elbo.csv").set_index("estimator")
     assert csv.loc["reinforce", "val/elbo.se"] == pytest.approx(5.0)
     assert csv.loc["gumbel", "val/iwae.mean"] == pytest.approx(-101.0)
+    # 95% CI half-widths: t(0.975, 2) = 4.303 x 2/sqrt 3; t(0.975, 1) = 12.71 x 5
+    assert csv.loc["gumbel", "val/elbo.ci95"] == pytest.approx(4.3026527 * 2 / math.sqrt(3))
+    assert csv.loc["reinforce", "val/elbo.ci95"] == pytest.approx(12.7062047 * 5.0)
     md = (tmp_path / "out" / "elbo.md").read_text()
-    assert "| digits | gumbel | concat | 3 | -102.0 ± 1.2 |" in md
-    assert "| digits | reinforce | concat | 2 | -115.0 ± 5.0 |" in md
+    assert "| digits | gumbel | concat | 3 | -102.0 ± 5.0 |" in md
+    assert "| digits | reinforce | concat | 2 | -115 ± 64 |" in md
     assert "-1000000000" not in md  # failed and killed runs' values stay out of the means
+    assert "mean ± half-width of the 95% confidence interval" in md and "- `val/elbo`:" in md
 
 
 def test_single_run_group_has_no_standard_error():
     runs = pd.DataFrame({"estimator": ["a"], "seed": ["0"], "run_id": ["r"], "m": [1.5]})
     agg = tables.aggregate(runs, ["estimator"], ["m"])
     assert agg["m.n"].iloc[0] == 1 and math.isnan(agg["m.se"].iloc[0])
-    assert fmt(1.5, math.nan) == "1.500"
+    assert math.isnan(agg["m.ci95"].iloc[0])
+    assert fmt(1.5, math.nan) == "1.50"
+    assert agg_markdown(agg, ["estimator"], ["m"], "ci95").splitlines()[-1] == \
+        "| a | 1 | 1.50 (n=1: no interval) |"
 
 
 def test_groups_sort_numerically_and_vary_only_where_settings_vary():

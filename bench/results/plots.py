@@ -1,14 +1,19 @@
 """Figures for `bench.tables`: seaborn on the Agg backend, written as PNG.
 
-Contract: `write_figures(runs, curves, folder)` takes the FINISHED job runs (one
-row per run: tags and final metrics, as `bench.results.store` builds them) and
-their long-format histories (run_id, key, step, value) for `CURVE_KEYS`, and
-writes, where the data can fill them:
+Contract: `write_figures(runs, curves, folder, client=None)` takes the FINISHED
+job runs (one row per run: tags and final metrics, as `bench.results.store`
+builds them), their long-format histories (run_id, key, step, value) for
+`CURVE_KEYS`, and optionally the MlflowClient of the store (for the sample
+grids, which are run artifacts), and writes, where the data can fill them:
 
     elbo_curves.png          validation ELBO against step, one line per estimator variant
     grad_log10_var.png       log10 gradient variance against step, one line per variant
     heatmap_val_elbo.png     estimator variant x conditioning, mean final validation ELBO
     collapse_free_bits.png   active units and mutual information against free bits
+    elbo_vs_f_evals.png      validation ELBO against evaluations of f (bench.results.compute_plots)
+    elbo_vs_seconds.png      validation ELBO against training seconds (bench.results.compute_plots)
+    samples_*.png            the last sample grids of image runs, one panel per
+                             run (bench.results.grids; needs `client`)
     README.md                what each figure shows, and why any was not drawn
 
 Readable at the size written: axes in words with units; curves start at the
@@ -33,8 +38,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-CURVE_KEYS = ("val/elbo", "grad/log10_var")
-FIGURES = ("elbo_curves", "grad_log10_var", "heatmap_val_elbo", "collapse_free_bits")
+# val/elbo and grad/log10_var for the curves; the cost and time keys for the
+# bound against compute (compute_plots.KEYS, repeated here so that importing
+# this module does not import that one)
+CURVE_KEYS = ("val/elbo", "grad/log10_var", "cost/f_evals", "perf/wall_seconds",
+              "perf/eval_seconds")
+FIGURES = ("elbo_curves", "grad_log10_var", "heatmap_val_elbo", "collapse_free_bits",
+           "elbo_vs_f_evals", "elbo_vs_seconds",
+           "samples_class", "samples_vary_class", "samples_reconstructions")
 PNG_META = {"Software": None}  # None drops the key: no matplotlib version in the file
 DPI = 110
 # words and units for every axis a figure draws
@@ -54,7 +65,7 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _labels(runs: pd.DataFrame) -> tuple[str, str]:
+def labels(runs: pd.DataFrame) -> tuple[str, str]:
     """(hue, panel) columns: the variant labels of tables.add_variants where
     present (reinforce(baseline=ema), toy(t=0.499)), else estimator and task."""
     return ("variant" if "variant" in runs else "estimator",
@@ -64,23 +75,29 @@ def _labels(runs: pd.DataFrame) -> tuple[str, str]:
 def palette(runs: pd.DataFrame) -> dict[str, tuple]:
     """One colour per estimator variant, fixed by sorted name over the whole
     study, so a variant has the same colour in every figure."""
-    hue, _ = _labels(runs)
+    hue, _ = labels(runs)
     names = sorted(runs[hue].astype(str).unique())
     colours = sns.color_palette("colorblind", max(len(names), 1))
     return dict(zip(names, colours))
 
 
+def n_range(ns) -> str:
+    """"3" or "2–4": the runs per line of a figure."""
+    lo, hi = min(ns), max(ns)
+    return f"{lo}" if lo == hi else f"{lo}–{hi}"
+
+
 def _band_note(data: pd.DataFrame, hue: str, col: str) -> str:
     per_line = data.groupby([col, hue, "step"])["run_id"].nunique()
     if per_line.min() > 1:
-        return f"mean ± 1 s.e. over runs (n = {per_line.min()}–{per_line.max()} per line)"
+        return f"mean ± 1 s.e. over runs (n = {n_range(per_line)} per line)"
     if per_line.max() == 1:
         return "one run per line: no band"
     return "mean ± 1 s.e. where a line has several runs; lines with one run have no band"
 
 
 def _curve(runs, curves, key: str, path: Path, colours: dict) -> tuple[Optional[Path], str]:
-    hue, col = _labels(runs)
+    hue, col = labels(runs)
     data = curves[(curves["key"] == key) & (curves["step"] > 0)]
     data = data.merge(runs[list(dict.fromkeys(["run_id", hue, col]))], on="run_id")
     if data.empty:
@@ -103,7 +120,7 @@ def _curve(runs, curves, key: str, path: Path, colours: dict) -> tuple[Optional[
 def _heatmap(runs, path: Path) -> tuple[Optional[Path], str]:
     if "val/elbo" not in runs or runs["val/elbo"].notna().sum() == 0:
         return None, "no final val/elbo"
-    hue, _ = _labels(runs)
+    hue, _ = labels(runs)
     rows, cols = runs[hue].nunique(), runs["conditioning"].nunique()
     if rows < 2 and cols < 2:
         return None, "one estimator and one conditioning type: nothing to compare"
@@ -130,7 +147,7 @@ def _collapse(runs, path: Path, colours: dict) -> tuple[Optional[Path], str]:
         return None, "no free_bits tag or collapse metrics"
     if fb.nunique() < 2:
         return None, f"one free-bits value ({fb.dropna().iloc[0]:g}) in the study: no x-axis to draw"
-    hue, _ = _labels(runs)
+    hue, _ = labels(runs)
     data = runs.assign(free_bits=fb).dropna(subset=["free_bits"])
     data = data.melt(id_vars=list(dict.fromkeys(["task", hue, "free_bits"])), value_vars=metrics,
                      var_name="metric", value_name="value").dropna(subset=["value"])
@@ -149,7 +166,13 @@ def _collapse(runs, path: Path, colours: dict) -> tuple[Optional[Path], str]:
     return _save(grid.figure, path), "drawn"
 
 
-def write_figures(runs: pd.DataFrame, curves: pd.DataFrame, folder: Path) -> list[Path]:
+def write_figures(runs: pd.DataFrame, curves: pd.DataFrame, folder: Path,
+                  client=None) -> list[Path]:
+    """Every figure the data fills, and README.md; `client` (an MlflowClient)
+    is needed only for the sample grids, which are run artifacts."""
+    from .compute_plots import write_compute_figures  # they import this module
+    from .grids import write_grid_figures
+
     folder.mkdir(parents=True, exist_ok=True)
     for name in FIGURES:
         (folder / f"{name}.png").unlink(missing_ok=True)
@@ -163,9 +186,11 @@ def write_figures(runs: pd.DataFrame, curves: pd.DataFrame, folder: Path) -> lis
                                      colours),
             "heatmap_val_elbo": _heatmap(runs, folder / "heatmap_val_elbo.png"),
             "collapse_free_bits": _collapse(runs, folder / "collapse_free_bits.png", colours),
+            **write_compute_figures(runs, curves, folder, colours),
         }
+    made.update(write_grid_figures(client, runs, folder))
     lines = ["# Figures", "", "| figure | status |", "|---|---|"]
-    lines += [f"| `{name}.png` | {'drawn' if path else 'not drawn: ' + why} |"
+    lines += [f"| `{name}.png` | {why if path else 'not drawn: ' + why} |"
               for name, (path, why) in made.items()]
     readme = folder / "README.md"
     readme.write_text("\n".join(lines) + "\n")

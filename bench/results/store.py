@@ -34,7 +34,10 @@ from ..tracking.store import retrying, search_pages
 RUN_TAGS = LABEL_KEYS + ("sweep_id", "config_hash", "failure_reason", "git_commit")
 SWEEP_COUNTS = ("sweep.finished", "sweep.failed", "sweep.skipped", "sweep.killed")
 SKIPPED_PREFIX = "skipped."  # on a parent: skipped.<job num> = id of the earlier run
-PARAM_GROUPS = ("estimator", "task")  # config groups whose params come along as params.<key>
+# config groups whose params come along as params.<key>: the estimator's and task's
+# options (variant labels), the latent's sizes (legends), the model's settings
+# (backbone, backbone_mode)
+PARAM_GROUPS = ("estimator", "task", "latent", "model")
 MISSING = "-"  # label for a tag a run does not carry (e.g. `kl` on an old run)
 
 # 50,000 is the largest page the SQL store and the server accept.
@@ -83,7 +86,7 @@ def _row(run) -> dict:
     row["skipped_runs"] = {k[len(SKIPPED_PREFIX):]: v for k, v in tags.items()
                            if k.startswith(SKIPPED_PREFIX)}
     row.update(run.data.metrics)  # latest value per metric key
-    # the estimator's and task's options, for variant labels (tables.add_variants)
+    # the estimator's and task's options (variant labels), latent sizes, model settings
     row.update({f"params.{k}": v for k, v in run.data.params.items()
                 if k.split(".", 1)[0] in PARAM_GROUPS})
     return row

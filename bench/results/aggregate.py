@@ -1,0 +1,137 @@
+"""From the study's runs to table rows: which runs count, how they are labelled
+and grouped, and their mean, standard error and 95% confidence interval.
+
+- `dedupe`: the latest FINISHED run per config_hash (a rerun supersedes).
+- `add_variants`: `variant` / `task_variant` labels, the estimator (task) name
+  followed by the options that vary among that name's runs.
+- `add_settings`: model settings read from params (`backbone`,
+  `backbone_mode`), `MISSING` where a run did not set them.
+- `group_keys`: task × estimator × conditioning, plus latent, backbone,
+  backbone_mode, kl, free_bits, free_bits_mode and the variant labels where
+  they vary in the selection; and the settings that are constant, to state.
+- `aggregate`: one row per group with n and, per metric, mean, se (sd with
+  ddof=1 over sqrt(n)), ci95 (the half-width of the Student-t 95% interval of
+  the mean, n−1 degrees of freedom) and n (finite values); se and ci95 are
+  NaN for n < 2.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .format import sort_rows
+from .stats import ci_halfwidth
+from .store import MISSING
+
+ALWAYS = ("task", "estimator", "conditioning")   # group keys shown even when constant
+IF_VARIED = ("latent", "backbone", "backbone_mode", "kl", "free_bits",
+             "free_bits_mode")                    # shown only when they vary
+KEY_ORDER = ("task", "task_variant", "latent", "estimator", "variant", "conditioning",
+             "backbone", "backbone_mode", "kl", "free_bits", "free_bits_mode")
+# label column -> the tag it refines; options come from the params.<tag>.* columns
+VARIANTS = {"variant": "estimator", "task_variant": "task"}
+# label column -> the param it is read from (settings that are no tag)
+SETTINGS = {"backbone": "params.model.backbone", "backbone_mode": "params.model.backbone_mode"}
+STATS = ("mean", "se", "ci95", "n")
+
+
+def compared(by: Sequence[str]) -> str:
+    """The column whose values a table compares: the variant label where it is a key."""
+    return "variant" if "variant" in by else "estimator"
+
+
+def aggregate(runs: pd.DataFrame, by: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
+    """One row per group: the keys, n runs, and per metric mean, se, ci95, n."""
+    by = list(by)
+    cols = by + ["n"] + [f"{m}.{s}" for m in metrics for s in STATS]
+    if runs.empty:
+        return pd.DataFrame(columns=cols)
+    # Fixed summation order, whatever order the store returned the runs in.
+    runs = sort_rows(runs, by + [c for c in ("seed", "run_id") if c in runs])
+    rows = []
+    for keys, g in runs.groupby(by, sort=False):
+        row = dict(zip(by, keys if isinstance(keys, tuple) else (keys,)))
+        row["n"] = len(g)
+        for m in metrics:
+            v = g[m].to_numpy(dtype=float) if m in g else np.array([])
+            v = v[np.isfinite(v)]
+            se = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan
+            row[f"{m}.mean"] = float(v.mean()) if len(v) else math.nan
+            row[f"{m}.se"] = se
+            row[f"{m}.ci95"] = ci_halfwidth(se, len(v))
+            row[f"{m}.n"] = len(v)
+        rows.append(row)
+    return sort_rows(pd.DataFrame(rows, columns=cols), by)
+
+
+def add_variants(runs: pd.DataFrame) -> pd.DataFrame:
+    """Add `variant` and `task_variant`: the estimator (task) name, followed by
+    the options (params `estimator.*`, `task.*`) that vary among the runs of
+    that name in this selection (for an estimator: within one task), in key
+    order, e.g. reinforce(baseline=none,n_samples=1). A name whose runs share
+    every option keeps the bare name, so values tuned once per task and
+    estimator (train.lr is not an option; estimator.tau is) do not split it.
+    Numbers are shown to 4 significant digits."""
+    runs = runs.copy()
+    for col, base in VARIANTS.items():
+        if base not in runs:
+            continue
+        prefix = f"params.{base}."
+        opts = sorted(c for c in runs if c.startswith(prefix) and c != prefix + "name")
+        within = [base] + (["task"] if base != "task" and "task" in runs else [])
+        labels = runs[base].astype(str).copy()
+        for _, g in runs.groupby(within, sort=True):
+            vals = g[opts].fillna(MISSING).astype(str)
+            varying = [c for c in opts if vals[c].nunique() > 1]
+            if varying:
+                labels.loc[g.index] = [
+                    f"{name}(" + ",".join(f"{c[len(prefix):]}={_short(v)}"
+                                          for c, v in zip(varying, row)) + ")"
+                    for name, row in zip(g[base].astype(str),
+                                         vals[varying].itertuples(index=False))]
+        runs[col] = labels
+    return runs
+
+
+def add_settings(runs: pd.DataFrame) -> pd.DataFrame:
+    """Add the SETTINGS columns from params; MISSING where a run has none (the
+    model family's default then applied)."""
+    runs = runs.copy()
+    for col, param in SETTINGS.items():
+        runs[col] = (runs[param].fillna(MISSING).astype(str) if param in runs
+                     else pd.Series(MISSING, index=runs.index, dtype=object))
+    return runs
+
+
+def _short(value: str) -> str:
+    """A number to 4 significant digits (0.0011205837 -> 0.001121); text as is."""
+    try:
+        x = float(value)
+    except ValueError:
+        return value
+    return f"{x:.4g}" if math.isfinite(x) else value
+
+
+def group_keys(runs: pd.DataFrame, always=ALWAYS, if_varied=IF_VARIED) -> tuple[list, dict]:
+    """Keys to group by, in KEY_ORDER order, and the constant settings to state."""
+    if_varied = [c for c in if_varied if c in runs]
+    varied = {c for c in if_varied if runs[c].nunique() > 1} if len(runs) else set()
+    # a variant label is a key when it says more than the name it refines
+    varied |= {c for c, base in VARIANTS.items()
+               if c in runs and base in runs and (runs[c] != runs[base].astype(str)).any()}
+    keys = [c for c in KEY_ORDER if c in always or c in varied]
+    constant = {c: runs[c].iloc[0] for c in if_varied
+                if c not in keys and len(runs) and runs[c].iloc[0] != MISSING}
+    return keys, constant
+
+
+def dedupe(finished: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Keep the latest FINISHED run per config_hash; return (kept, superseded)."""
+    has = finished["config_hash"].notna()
+    latest = finished[has].sort_values(["start_time", "run_id"], kind="mergesort")
+    dup = latest.duplicated("config_hash", keep="last")
+    kept = pd.concat([latest[~dup], finished[~has]])
+    return kept, latest[dup]

@@ -1,0 +1,87 @@
+"""`paired.md/.csv` of bench.tables: the estimator variants of each table of
+final metrics compared pairwise on the same seeds (bench.results.stats.paired),
+on the table's headline metric (val/elbo where the table has it, else its
+first metric), and the smallest difference the seeds resolve.
+
+    text, frame, notes = paired_tables(runs, by, {"elbo": ["val/elbo", ...], ...})
+
+`notes[table]` is the one-line summary the source table's note repeats.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+
+from .aggregate import compared
+from .columns import COLUMNS, legend
+from .format import NO_INTERVAL, fmt, fmt_p, fmt_plain, md_table
+from .stats import ALPHA, PAIR_COLS, paired, resolvable
+
+
+def headline(metrics: Sequence[str]) -> str:
+    return "val/elbo" if "val/elbo" in metrics else metrics[0]
+
+
+def _unit(metric: str) -> str:
+    c = COLUMNS.get(metric)
+    return f" {c.unit}" if c is not None and c.unit else ""
+
+
+def resolved_note(metric: str, pairs: pd.DataFrame) -> str:
+    r = resolvable(pairs)
+    if r is None:
+        return (f"no two variants share two seeds with a spread in {metric}: "
+                f"no difference is resolved")
+    x, n, sd, k = r
+    return (f"with {n} seeds, differences in {metric} below {fmt_plain(x)}{_unit(metric)} are "
+            f"not resolved (the 95% CI half-width of a paired difference at the median observed "
+            f"sd of differences, {fmt_plain(sd)}{_unit(metric)}, over {k} comparison"
+            f"{'s' if k > 1 else ''})")
+
+
+def paired_tables(runs: pd.DataFrame, by: Sequence[str],
+                  tables: dict[str, Sequence[str]]) -> tuple[str, pd.DataFrame, dict[str, str]]:
+    by = list(by)
+    label = compared(by)
+    group = [c for c in by if c not in ("estimator", "variant")]
+    text = ["# Paired comparisons\n\nEach pair of estimator variants within a group of "
+            f"{', '.join(group) or 'all runs'}, on the seeds both ran (only those are paired; "
+            f"n pairs per row): the mean difference first − second ± its 95% confidence "
+            f"interval half-width (Student t, n − 1 degrees of freedom), the paired t-test p-value "
+            f"(two-sided, scipy.stats.ttest_rel) and the Holm-adjusted p-value within the "
+            f"group; * marks adjusted p < {ALPHA}. No test where there are fewer than 2 pairs "
+            f"or every difference is the same.\n"]
+    frames, notes = [], {}
+    for name, metrics in tables.items():
+        if not metrics:
+            continue
+        metric = headline(metrics)
+        pairs = paired(runs, by, metric, label)
+        notes[name] = resolved_note(metric, pairs)
+        frames.append(pairs.assign(table=name, metric=metric))
+        text.append(f"\n## `{name}.md`: {metric}\n\n{notes[name][0].upper()}{notes[name][1:]}.\n\n")
+        if pairs.empty:
+            text.append("Nothing to compare: one variant per group.\n")
+            continue
+        rows = []
+        for r in pairs.itertuples(index=False):
+            d = r._asdict()
+            if d["n_pairs"] == 0:
+                diff = "– (no common seed)"
+            elif d["n_pairs"] == 1:
+                diff = f"{fmt_plain(d['mean_diff'])} ({NO_INTERVAL})"
+            else:
+                diff = fmt(d["mean_diff"], d["ci95"])
+            star = " *" if d["significant"] else ""
+            rows.append([d[c] for c in group] + [f"{d['a']} − {d['b']}", d["n_pairs"], d["seeds"],
+                                                 diff, fmt_p(d["p"]), fmt_p(d["p_holm"]) + star])
+        header = group + ["comparison", "n_pairs", "seeds", "difference", "p", "p_holm"]
+        text += [md_table(header, rows), "\n",
+                 legend(header, runs, extra={"difference": COLUMNS["difference"]._replace(
+                     unit=_unit(metric).strip() or "that of the metric")})]
+    if not frames:
+        text.append("\nNo finished run logged a metric to compare.\n")
+    cols = ["table", "metric"] + group + list(PAIR_COLS)
+    frame = pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+    return "".join(text), frame, notes
