@@ -11,6 +11,12 @@ stops exactly that group, by the pid it started: SIGTERM, then SIGKILL after
 `grace_s`. Artifacts are proxied by the server (`--artifacts-destination`), so
 clients need no access to the artifact folder. `srv.start_s` is how long the
 server took to answer.
+
+Restarting on the same address (an outage test): `mlflow_server(backend, artifacts,
+port=srv.port)` after the first one's block has ended. uvicorn (MLflow's default
+server; asyncio's create_server) and gunicorn both bind with SO_REUSEADDR, so the
+port's TIME_WAIT connections from the stopped server do not block it; only another
+process taking the port in between would, and then the start fails with the log tail.
 """
 from __future__ import annotations
 
@@ -56,11 +62,12 @@ def _answers(url: str) -> bool:
 
 @contextmanager
 def mlflow_server(backend_uri: str, artifacts: Path, *, timeout_s: float = 120.0,
-                  grace_s: float = 10.0, workers: int = 1) -> Iterator[Server]:
+                  grace_s: float = 10.0, workers: int = 1,
+                  port: int | None = None) -> Iterator[Server]:
     artifacts = Path(artifacts)
     artifacts.mkdir(parents=True, exist_ok=True)
     log = artifacts.parent / "mlflow_server.log"
-    port = free_port()
+    port = free_port() if port is None else port       # a given port: a restart on it
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
            "--workers", str(workers), "--backend-store-uri", backend_uri,
            "--artifacts-destination", str(artifacts)]
