@@ -29,3 +29,11 @@ def tracking_uri(tmp_path, monkeypatch) -> str:
     uri = empty_db(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+@pytest.fixture(autouse=True)
+def _no_outage_memory(monkeypatch):
+    """A store outage one test simulates must not make another test's stale
+    runs look alive (liveness counts silence from the last recovery)."""
+    from bench.tracking import store
+    monkeypatch.setattr(store, "RECOVERED_AT", None)

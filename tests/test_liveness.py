@@ -104,6 +104,34 @@ def test_tables_mark_lost_runs_and_list_them_apart(store, tmp_path):
     assert (got["runs.failed"], got["runs.lost"], got["runs.other"]) == ("1", "1", "1")
 
 
+def test_silence_during_an_outage_this_process_waited_out_is_no_death(store, monkeypatch):
+    """Heartbeats cannot land while the store is down: a reaper that just saw
+    the store come back counts silence from then, so a live run whose last
+    beat is older than lost_after_s only because of the outage is not marked."""
+    c, exp = store
+    silent = _run(c, exp, beat_age_s=120)
+    monkeypatch.setattr(S, "RECOVERED_AT", time.time() - 5)
+    assert L.reap(c, exp, lost_after_s=60) == []
+    assert c.get_run(silent).info.status == "RUNNING"
+    monkeypatch.setattr(S, "RECOVERED_AT", time.time() - 70)    # long enough ago: it is dead
+    assert L.reap(c, exp, lost_after_s=60) == [silent]
+
+
+def test_a_suspect_whose_heartbeat_lands_within_the_grace_is_kept(store, monkeypatch):
+    """The reaper reads a suspect again after a grace: a live run's heartbeat,
+    held up by an outage the reaper did not see, lands in between."""
+    c, exp = store
+    late = _run(c, exp, beat_age_s=120)
+    waits = []
+
+    def sleep(s):               # the beat arrives while the reaper waits
+        waits.append(s)
+        c.set_tag(late, L.TAG, L.beat())
+    monkeypatch.setattr(L.time, "sleep", sleep)
+    assert L.reap(c, exp, lost_after_s=60) == []
+    assert waits == [L.GRACE_S] and c.get_run(late).info.status == "RUNNING"
+
+
 @pytest.mark.parametrize("overrides, key", [
     (["mlflow.heartbeat_s=0"], "mlflow.heartbeat_s"),
     (["mlflow.heartbeat_s=10", "mlflow.lost_after_s=20"], "mlflow.lost_after_s"),

@@ -15,6 +15,14 @@ end time = that heartbeat, so the rerun, which skips FINISHED configs only,
 redoes it. `reap` runs where a sweep or run starts (the callback, before jobs;
 the runner, before its skip check) and in `python -m bench.tables`.
 
+A store outage silences every run's heartbeat, so silence during one is no
+sign of death: a reaper that itself waited out an outage counts each run's
+silence from the moment the store came back (`store.RECOVERED_AT`), and a
+run that looks lost is read again after a short grace (a quarter of
+`lost_after_s`, at most 6 s: a live run's heartbeat thread, retrying through
+the outage, lands within its retry interval once the store answers) before
+it is marked.
+
 A run with a fresh heartbeat is never marked, whichever machine it is on:
 only the age of the heartbeat counts, measured against this machine's clock,
 so clocks must agree to well within `lost_after_s` (NTP does). A RUNNING run
@@ -33,6 +41,7 @@ from datetime import datetime, timezone
 from . import store as S
 
 TAG = "heartbeat"
+GRACE_S = 6.0      # longest wait before a suspect run is read again
 LOST_PREFIX = "lost: "
 
 
@@ -86,7 +95,8 @@ def last_sign_of_life(run) -> float:
 
 def is_lost(run, lost_after_s: float, now: float | None = None) -> bool:
     now = time.time() if now is None else now
-    return run.info.status == "RUNNING" and now - last_sign_of_life(run) > lost_after_s
+    last = max(last_sign_of_life(run), S.RECOVERED_AT or 0.0)   # no beat could land in an outage
+    return run.info.status == "RUNNING" and now - last > lost_after_s
 
 
 def mark_lost(c, run) -> None:
@@ -104,9 +114,10 @@ def reap(c, experiment_id: str, lost_after_s: float, quiet: bool = False) -> lis
     now = time.time()
     running = S.search_pages(c, experiment_id, "attributes.status = 'RUNNING'")
     lost = []
-    for run in running:
-        if not is_lost(run, lost_after_s, now):
-            continue
+    suspects = [run for run in running if is_lost(run, lost_after_s, now)]
+    if suspects:                # a heartbeat held up by an outage lands within the grace
+        time.sleep(min(lost_after_s / 4, GRACE_S))
+    for run in suspects:
         fresh = S.retrying(c.get_run, run.info.run_id)    # it may have beaten or ended meanwhile
         if is_lost(fresh, lost_after_s):
             mark_lost(c, fresh)

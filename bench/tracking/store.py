@@ -70,6 +70,9 @@ class TrackingUnavailable(RuntimeError):
 # patience (bench.job.runner): later jobs of the sweep are not started, since
 # each would wait as long, and the sweep's summary says why (callbacks).
 SWEEP_STOPPED: Optional[str] = None
+# time.time() when a store call of this process last succeeded after failing:
+# no run could write a heartbeat during that outage (bench.tracking.liveness)
+RECOVERED_AT: Optional[float] = None
 NOT_STARTED: list = []
 
 
@@ -171,9 +174,13 @@ def retrying(fn: Callable[..., T], *args, patience_s: float | None = None, **kwa
     then `TrackingUnavailable` names the store. Other errors propagate at once."""
     patience = PATIENCE_S if patience_s is None else patience_s
     t0, delay, told = time.monotonic(), 0.05, False
+    global RECOVERED_AT
     while True:
         try:
-            return fn(*args, **kwargs)
+            out = fn(*args, **kwargs)
+            if delay > 0.05:                    # it had failed: the store just came back
+                RECOVERED_AT = time.time()
+            return out
         except Exception as e:  # noqa: BLE001 -- MLflow wraps sqlite/http errors variously
             text = f"{type(e).__name__}: {e}".lower()
             if not any(s in text for s in _TRANSIENT):
