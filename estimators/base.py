@@ -30,7 +30,7 @@ holds the estimator as a submodule is safe, as are two separate optimisers.
 
 What the harness needs to know about an estimator is declared on its class
 (`Estimator` below documents each trait): target, unbiased, min_samples,
-latent, temperature, bf16_safe, free_bits, deterministic, and the method
+latent, temperature, bf16_safe, free_bits, deterministic, uses_context, and the method
 `f_evaluations(D, K)`, its cost per estimate in evaluations of f. The harness
 reads these and never an estimator's name.
 
@@ -136,6 +136,9 @@ class Estimator(nn.Module):
     free_bits: ClassVar[bool] = True
     # the same estimate every call (zero variance by construction)
     deterministic: ClassVar[bool] = False
+    # reads `context`: False lets the harness skip the features pass that makes it
+    # (default True, so an estimator that does not say still gets it)
+    uses_context: ClassVar[bool] = True
 
     def __init__(self, *, n_samples: int = 1):
         super().__init__()

@@ -56,6 +56,7 @@ class Disarm(Estimator):
     """DisARM (Dong, Mnih & Tucker 2020) for Bernoulli latents (K = 2)."""
 
     name = "disarm"
+    uses_context = False
     unbiased = True
     min_samples = 1
 

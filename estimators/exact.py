@@ -33,6 +33,7 @@ class Exact(Estimator):
     """Exact marginalisation: sum_z q(z) f(z) over all K^D configurations."""
 
     name = "exact"
+    uses_context = False
     unbiased = True
     min_samples = 1
     deterministic = True

@@ -25,6 +25,7 @@ class Gumbel(Estimator):
     optionally straight-through (`hard`)."""
 
     name = "gumbel"
+    uses_context = False
     unbiased = False
     min_samples = 1
     temperature = True

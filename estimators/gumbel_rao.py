@@ -30,6 +30,7 @@ class GumbelRao(Estimator):
     """Gumbel-Rao (Paulus et al. 2021): ST Gumbel-softmax with n_mc conditional draws."""
 
     name = "gumbel_rao"
+    uses_context = False
     unbiased = False
     min_samples = 1
     temperature = True

@@ -47,6 +47,7 @@ class Indecater(Estimator):
     """IndeCateR (De Smet et al. 2023) for independent categorical latents."""
 
     name = "indecater"
+    uses_context = False
     unbiased = True
     min_samples = 1
 

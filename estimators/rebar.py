@@ -125,6 +125,7 @@ class Rebar(Estimator):
     Concrete or the MuProp-shifted relaxation."""
 
     name = "rebar"
+    uses_context = False
     unbiased = True
     min_samples = 1
     bf16_safe = False       # f(b) minus the control variate at the relaxed sample

@@ -59,6 +59,7 @@ class Reinforce(Estimator):
             raise ValueError(f"reinforce: ema_decay={ema_decay!r} is not valid; it must be in [0, 1)")
         super().__init__(n_samples=n_samples)
         self.baseline, self.ema_decay = baseline, ema_decay
+        self.uses_context = baseline == "learned"       # only the learned baseline reads it
         self.register_buffer("ema", torch.zeros(()))
         self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
         # input size is the model's business, known at the first call

@@ -20,6 +20,7 @@ class ReinforceGaussian(Estimator):
     leave-one-out baseline of Kool et al. 2019."""
 
     name = "reinforce_gaussian"
+    uses_context = False
     unbiased = True
     min_samples = 1
     latent = "gaussian"

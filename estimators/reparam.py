@@ -35,6 +35,7 @@ class Reparam(Estimator):
     """Pathwise (reparameterisation) gradient, Kingma & Welling 2014."""
 
     name = "reparam"
+    uses_context = False
     unbiased = True
     min_samples = 1
     latent = "gaussian"

@@ -34,6 +34,7 @@ class StraightThrough(Estimator):
     """Straight-through (Bengio et al. 2013) with a backward temperature."""
 
     name = "st"
+    uses_context = False
     unbiased = False
     min_samples = 1
     temperature = True

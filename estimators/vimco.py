@@ -45,6 +45,7 @@ class Vimco(Estimator):
     """VIMCO (Mnih & Rezende 2016)."""
 
     name = "vimco"
+    uses_context = False
     target = "bound"
     unbiased = True
     min_samples = 2

@@ -43,6 +43,9 @@ from estimators.exact import Exact
 from models import adherence, samples
 from .objective import objective
 
+# decoder rows the gradient-statistics estimates may run in one vmap chunk
+GRAD_ROWS = 2 ** 16
+
 
 def _first(batch, n: int):
     return batch.index(torch.arange(min(n, batch.size), device=batch.c.device))
@@ -122,9 +125,15 @@ class Evaluator:
         lam, mode = self.lam, self.mode
         loss = lambda e: (lambda: objective(m, e, b, beta, lam, mode).loss)  # noqa: E731
         exact_fn = loss(self.exact) if self.exact is not None else None
-        n = self.cfg.eval.grad_samples     # one vmap chunk: fewest passes for small models
+        n = self.cfg.eval.grad_samples
+        # one vmap chunk (fewest passes) unless the estimates together would run
+        # more than GRAD_ROWS decoder rows at once: indecater on 200 Bernoulli
+        # latents evaluates f 400 times per example, ~0.8 GB per estimate
+        lat = m.latent
+        rows = est.f_evaluations(lat.D, getattr(lat, "K", 1)) * len(b.x)
+        chunk = max(1, min(n, GRAD_ROWS // max(rows, 1)))
         stats = estimators.gradient_stats(m, loss(est), params=self.params, n=n,
-                                          exact_fn=exact_fn, chunk=n)
+                                          exact_fn=exact_fn, chunk=chunk)
         out = stats.metrics()
         if self.exact_is_self:
             # zero variance and zero bias by construction: a log10 of 0 and an

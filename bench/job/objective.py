@@ -56,7 +56,11 @@ class Objective:
 def objective(model, est, batch, beta: float, lam: float = 0.0, mode: str = "batch") -> Objective:
     params = model.posterior(batch)               # (B, D, K) logits | (B, D, 2)
     prior = model.prior(batch)                    # broadcastable params | None
-    context = model.context(batch)                # (B, C) detached
+    if prior is not None and prior.dim() > 1 and prior.shape[0] > 1 and prior.stride(0) == 0:
+        # one table expanded over the batch (a prior that ignores c): one row
+        # broadcasts, so the KL's log-softmax and its backward run once, not B times
+        prior = prior[:1]
+    context = model.context(batch) if est.uses_context else None   # (B, C) detached
     latent = model.latent
     if est.target == "bound":
         def f(z: Tensor) -> Tensor:               # z (S, B, D, K) -> (S, B)
