@@ -76,7 +76,9 @@ def pretrain(cfg, out=None, max_slots: int = 16, log=None, experiment=None) -> t
     if task.family != "sequence":
         raise ValueError(f"task={cfg.task.name}: pretraining needs a sequence task "
                          f"(family {task.family!r} has no language model)")
-    mc = config_from(SequenceConfig, "sequence model", dict(cfg.model))
+    # `family` picks a model family for bench.run; pretraining has one (the sequence model)
+    mc = config_from(SequenceConfig, "sequence model",
+                     {k: v for k, v in dict(cfg.model).items() if k != "family"})
     spec = task.spec
     L, Lc = spec["length"], spec["context_length"]
     # the prefix layout needs Lc + L + n_slots + 5 positions; room for up to max_slots latent slots
@@ -150,7 +152,7 @@ def main(argv=None) -> None:
                     help="latent slots the position table leaves room for (prefix layout)")
     ap.add_argument("--experiment", help="MLflow experiment (default <mlflow.experiment>-pretrain)")
     args = ap.parse_args(argv)
-    # `model` is an open dict with no keys (bench.config.schema): Hydra wants `+model.k=v`;
+    # `model` is an open dict declaring only `family` (bench.config.schema): Hydra wants `+model.k=v`;
     # `++` adds or overrides, so both spellings work here
     overrides = ["++" + o if o.startswith("model.") else o for o in args.overrides]
     cfg = plain(compose(overrides))

@@ -146,7 +146,7 @@ def test_vary_class_keeps_z_along_a_row(digits):
 
 @pytest.mark.parametrize("overrides", [[], ["eval.samples=true", "conditioning=film"],
                                        ["eval.samples=true", "conditioning=spatial_concat",
-                                        "+model.family=conv", "+model.width=8", "latent.D=4"]])
+                                        "model.family=conv", "+model.width=8", "latent.D=4"]])
 def test_the_evaluator_logs_gen_metrics_only_when_asked(overrides):
     from bench.job.build import build
     from bench.job.evaluate import Evaluator

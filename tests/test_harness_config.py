@@ -222,3 +222,19 @@ def test_task_yaml_lists_every_option_with_the_loader_default(name):
     cfg = cfg_of(f"task={name}")
     node = {k: v for k, v in cfg.task.items() if k != "name"}
     assert node == models.tasks.options(name)
+
+
+def test_model_family_needs_no_plus_and_leaves_other_hashes_alone():
+    """`model.family` is declared (null = the task's family), so it is set
+    without `+`; a null there hashes like an absent key, so runs that never
+    set it keep their identity (and a rerun still finds them finished)."""
+    from bench.tracking.identity import config_hash
+    from tests.compose import compose_config
+
+    cfg = compose_config(["model.family=conv", "latent.D=4"])
+    assert cfg.model.family == "conv"
+    plain_cfg = OmegaConf.to_container(compose_config([]))
+    assert plain_cfg["model"] == {"family": None}
+    without = {**plain_cfg, "model": {}}
+    assert config_hash(plain_cfg) == config_hash(without)
+    assert config_hash(OmegaConf.to_container(cfg)) != config_hash(plain_cfg)

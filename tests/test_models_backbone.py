@@ -249,6 +249,7 @@ def test_the_study_overlay_composes_into_valid_model_options(tmp_path):
                           "model.backbone_mode=frozen", f"model.base={tmp_path / 'b.pt'}"])
     assert cfg.task.name == "strategies" and cfg.kl.name == "cyclical"
     from models.sequence import SequenceConfig
-    SequenceConfig(**cfg.model)                                    # valid options
+    assert cfg.model.family is None                                # the sequence task's own
+    SequenceConfig(**{k: v for k, v in cfg.model.items() if k != "family"})   # valid options
     with pytest.raises(ValueError, match="no such checkpoint"):
         bb.load_checkpoint(cfg.model.base)

@@ -2,8 +2,9 @@
 shapes for every latent x conditioning x image size, the spatial latent's
 sizes and refusals, zero-initialised adaLN equals the unconditioned network,
 the label matters under each conditioning type, estimators that differentiate
-twice run through it, and a short `train()` with `+model.family=conv`."""
+twice run through it, and a short `train()` with `model.family=conv`."""
 import itertools
+import math
 
 import pytest
 import torch
@@ -192,7 +193,7 @@ def test_train_end_to_end_with_the_conv_family(tmp_path, monkeypatch):
     without them the run's other metrics are identical."""
     from bench.job.train import train
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
-    quick = ["+model.family=conv", "latent.D=4", "conditioning=adaln", "+model.width=8",
+    quick = ["model.family=conv", "latent.D=4", "conditioning=adaln", "+model.width=8",
              "train.steps=6", "train.eval_every=3", "train.log_every=3", "train.batch_size=16",
              "eval.batch_size=32", "eval.iwae_samples=4", "eval.grad_samples=4",
              "eval.grad_batch_size=8", "eval.samples_per_class=2", "eval.classifier_steps=50", "device=cpu"]
@@ -207,3 +208,28 @@ def test_train_end_to_end_with_the_conv_family(tmp_path, monkeypatch):
     assert not any(k.startswith("gen/") for k in plain)
     assert {k: v for k, v in final.items() if k in plain and not k.startswith(("perf/", "grad/sec"))} == \
         {k: v for k, v in plain.items() if not k.startswith(("perf/", "grad/sec"))}
+
+
+def test_grey_levels_with_the_gaussian_likelihood(tmp_path, monkeypatch):
+    """binarize=none keeps the grey levels (non-binary values in [0, 1]), and
+    the conv family's fixed-variance Gaussian likelihood trains on them:
+    beta (kl.beta) is the knob that weighs the KL against the squared error."""
+    from bench.job.train import train
+    grey = models.tasks.load("digits", binarize="none")
+    x = grey.split("train").x
+    assert ((x > 0) & (x < 1)).any() and x.min() >= 0 and x.max() <= 1
+    assert torch.equal(grey.sample("train", 8, grey.generator(0)).x,
+                       grey.sample("train", 8, grey.generator(0)).x)
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = ["model.family=conv", "+model.likelihood=gaussian", "+model.sigma=0.1", "+model.width=8",
+           "task.binarize=none", "latent=gaussian", "latent.D=16", "estimator=reparam", "kl.beta=0.5",
+           "conditioning=spatial_concat", "train.steps=4", "train.eval_every=4", "train.log_every=2",
+           "train.batch_size=16", "eval.batch_size=32", "eval.iwae_samples=2", "eval.grad_samples=2",
+           "eval.grad_batch_size=8", "device=cpu"]
+    final = train(compose_config(cfg), log=lambda step, m: None)
+    assert all(math.isfinite(final[k]) for k in ("val/elbo", "val/recon", "val/kl"))
+
+
+def test_unknown_binarisation_names_the_choices():
+    with pytest.raises(ValueError, match="none"):
+        models.tasks.load("digits", binarize="grey")

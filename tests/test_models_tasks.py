@@ -142,6 +142,18 @@ def test_mnist_loader_reads_idx(tmp_path, gz, name):
     assert torch.equal(test.c, torch.tensor(arrays["t10k-labels-idx1-ubyte"], dtype=torch.long))
 
 
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+def test_mnist_validates_on_t10k_by_default(tmp_path, name):
+    """Without task.val_size the whole training file trains and the t10k files
+    are the held-out split; a training file smaller than 10,000 images loads."""
+    arrays = _write_mnist(tmp_path / name, n_train=30, n_test=10)
+    task = tasks.load(name, data_dir=str(tmp_path / name), binarize="static", threshold=0.5)
+    assert (task.size("train"), task.size("val"), task.size("test")) == (30, 10, 10)
+    assert torch.equal(task.split("val").x, task.split("test").x)
+    want = torch.tensor(arrays["t10k-images-idx3-ubyte"].reshape(10, 12) / 255.0 > 0.5).float()
+    assert torch.equal(task.split("val").x, want)
+
+
 def test_mnist_missing_files_message_names_files_and_folder(tmp_path):
     folder = tmp_path / "mnist"
     _write_mnist(folder)

@@ -1,6 +1,7 @@
-"""Binarised image tasks: `digits` (embedded), `mnist`, `fashion_mnist` (IDX files).
+"""Image tasks: `digits` (embedded), `mnist`, `fashion_mnist` (IDX files).
 
-Batch: x (B, P) float pixels in {0, 1}; c (B,) long class label; truth None.
+Batch: x (B, P) float pixels in {0, 1} (binarised) or [0, 1] (binarize=none);
+c (B,) long class label; truth None.
 spec:  n_pixels P, shape (H, W), n_classes.
 
 Binarisation (grey levels scaled to [0, 1] first):
@@ -9,6 +10,10 @@ Binarisation (grey levels scaled to [0, 1] first):
   dynamic                 a fresh Bernoulli(p) draw per minibatch (Salakhutdinov &
                           Murray 2008 style stochastic binarisation as augmentation);
                           `split()` returns one seeded draw so evaluation is fixed
+  none                    the grey levels themselves, for a Gaussian likelihood
+                          (`model.family=conv model.likelihood=gaussian`); under
+                          a Bernoulli likelihood the "log-likelihood" of grey
+                          levels is a cross-entropy, not a bound on anything
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ from ..registry import check_choice, check_range
 from .base import Task, register, split_indices
 from .idx import read_idx
 
-BINARIZE = ("static", "dynamic")
+BINARIZE = ("static", "dynamic", "none")
 
 # the standard file names; each may also be present gzipped (name + ".gz")
 IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -53,7 +58,7 @@ def image_task(name: str, pixels: Tensor, labels: Tensor, splits: dict[str, Tens
     elif binarize == "static":
         g = torch.Generator().manual_seed(seed)
         pixels = (torch.rand(pixels.shape, generator=g) < pixels).float()
-    else:
+    elif binarize == "dynamic":
         transform = _bernoulli
     data = {k: Batch(pixels[idx], labels[idx], None) for k, idx in splits.items()}
     spec = {"n_pixels": pixels.shape[1], "shape": tuple(shape),
@@ -140,20 +145,25 @@ def _idx_task(dataset: str, data_dir, device, seed, binarize, threshold, val_siz
     labels = torch.tensor(np.concatenate([tr_lab, te_lab]), dtype=torch.long)
     n_train = len(tr_lab)
     check_range("val_size", val_size, 0, n_train - 1, integer=True)
-    # validation is held out of the training files; the test files stay the test split
+    test = torch.arange(n_train, len(labels))
+    # val_size 0 (the default): the t10k files are the held-out split for both
+    # validation and test, as the papers report it; val_size > 0 holds that many
+    # training images out for model selection and keeps t10k for the test only
     perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))
-    splits = {"train": perm[val_size:], "val": perm[:val_size],
-              "test": torch.arange(n_train, len(labels))}
+    splits = {"train": perm[val_size:], "val": perm[:val_size] if val_size else test,
+              "test": test}
     n_classes = int(labels.max()) + 1
     return image_task(dataset, pixels, labels, splits, shape, binarize,
                       threshold if binarize == "static" else None, device, seed, n_classes)
 
 
 def _idx_loader(dataset: str, doc: str):
-    """The loader of an MNIST-format data set: the four standard IDX files."""
+    """The loader of an MNIST-format data set: the four standard IDX files.
+    val_size=0: validation on the t10k files (the held-out split); > 0: that
+    many training images held out for validation instead."""
     def load(*, device="cpu", seed: int = 0, data_dir: str = f"data/{dataset}",
              binarize: str = "dynamic", threshold: Optional[float] = 0.5,
-             val_size: int = 10000) -> Task:
+             val_size: int = 0) -> Task:
         return _idx_task(dataset, data_dir, device, seed, binarize, threshold, val_size)
     load.__doc__ = doc
     return load
