@@ -59,6 +59,19 @@ def test_bad_config_creates_nothing_and_says_why(tmp_path, args):
     assert took < 30, took       # ~2.5-4 s on the 2-core VM; bounded loosely for a loaded machine
 
 
+def test_a_model_that_refuses_its_options_opens_no_run(tmp_path):
+    """What only the model family can judge (the conv model takes adaln and
+    spatial_concat, not the default concat) is refused before a run opens:
+    one message naming the valid values, no traceback, exit status 2."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = _bench(tmp_path, uri, "model.family=conv", "latent.D=4", timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "conditioning 'concat' is not supported by the conv model" in out.stderr
+    assert "adaln" in out.stderr and "spatial_concat" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert _runs(uri)[1] == []
+
+
 def _wait_for(pred, timeout: float, what: str, proc: subprocess.Popen):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

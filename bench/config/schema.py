@@ -78,6 +78,12 @@ class TrainConf:
     log_every: int = 100        # train/* and perf/* (host sync only here)
     precision: Precision = Precision.fp32  # fp32 | tf32 | bf16 (networks only; estimators stay fp32; bf16 refused where Estimator.bf16_safe is False)
     compile: bool = False       # torch.compile the model's forward pieces (eager fallback, warned)
+    # resumable runs (bench/job/checkpoint.py): the whole training state every this many
+    # steps; null = only when SIGTERM/SIGUSR1/SIGUSR2 asks the run to stop
+    checkpoint_every: Optional[int] = None
+    # folder of the checkpoint files (<config_hash>.pt); relative = to the directory the
+    # command was started from. Neither key changes what a run computes (not in config_hash)
+    checkpoint_dir: str = "checkpoints"
 
 
 @dataclass
@@ -127,6 +133,9 @@ class TrackingConf:
     # FAILED (lost) by the next sweep, rerun or bench.tables
     heartbeat_s: float = 10.0   # seconds between heartbeat tags of an open run
     lost_after_s: float = 60.0  # silence after which a RUNNING run is lost; > 2 x heartbeat_s
+    # at the end of a sweep, attach what `bench.tables --sweep` writes to the parent run
+    # (tables/, tables/figures/); false saves the seconds matplotlib and the figures take
+    sweep_figures: bool = True
 
 
 @dataclass
@@ -145,7 +154,9 @@ class Config:
     estimator: Dict[str, Any] = field(default_factory=lambda: {"name": MISSING})
     task: Dict[str, Any] = field(default_factory=lambda: {"name": MISSING})
     conditioning: Dict[str, Any] = field(default_factory=lambda: {"name": MISSING})
-    model: Dict[str, Any] = field(default_factory=dict)  # extra models.build options
+    # extra models.build options; `family` is declared so that `model.family=conv`
+    # needs no `+` (null: the task's own family, the MLP for image tasks)
+    model: Dict[str, Any] = field(default_factory=lambda: {"family": None})
     latent: LatentConf = field(default_factory=LatentConf)
     kl: KLConf = field(default_factory=KLConf)
     temperature: TemperatureConf = field(default_factory=TemperatureConf)

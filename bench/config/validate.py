@@ -126,6 +126,10 @@ def validate(cfg) -> None:
     _range("train.estimator_lr", t.estimator_lr, 0, lo_open=True)
     _range("train.eval_every", t.eval_every, 1, integer=True)
     _range("train.log_every", t.log_every, 1, integer=True)
+    if t.checkpoint_every is not None:
+        _range("train.checkpoint_every", t.checkpoint_every, 1, integer=True)
+    if not isinstance(t.checkpoint_dir, str) or not t.checkpoint_dir.strip():
+        raise ConfigError("train.checkpoint_dir", t.checkpoint_dir, "a folder path")
     if t.precision == "bf16" and not cls.bf16_safe:
         raise ConfigError("train.precision", "bf16", "fp32, tf32",
                           f"estimator={est_name} differences f at nearby samples, "

@@ -4,7 +4,10 @@ Between logging steps nothing leaves the device: the interval's sums of
 train/loss, train/elbo, train/kl and a "first non-finite step" marker are
 tensors, so the one host sync per interval is `flush`. The meter also splits
 wall-clock time into training and evaluation: perf/steps_per_s counts
-training time only.
+training time only. `state_dict` / `load_state_dict` carry an open interval
+across a checkpoint (bench.job.checkpoint): its sums, the estimator's last
+metrics and the clocks as durations, so a resumed run's interval means are
+those of the uninterrupted run and its wall time leaves out the downtime.
 """
 from __future__ import annotations
 
@@ -58,6 +61,25 @@ class IntervalMeter:
         self.steps = 0
         self.t_interval, self.eval_in_interval = now, 0.0
         return metrics
+
+    def state_dict(self) -> dict:
+        now = time.perf_counter()
+        cpu = lambda t: t.detach().cpu() if isinstance(t, torch.Tensor) else t   # noqa: E731
+        return {"sums": {k: v.cpu() for k, v in self.sums.items()},
+                "first_bad": self.first_bad.cpu(),
+                "est_metrics": {k: cpu(v) for k, v in self.est_metrics.items()},
+                "steps": self.steps, "wall_s": now - self.t0, "eval_seconds": self.eval_seconds,
+                "interval_s": now - self.t_interval, "eval_in_interval": self.eval_in_interval}
+
+    def load_state_dict(self, state: dict) -> None:
+        dev = lambda t: t.to(self.device) if isinstance(t, torch.Tensor) else t   # noqa: E731
+        self.sums = {k: state["sums"][k].to(self.device) for k in SUMS}
+        self.first_bad = state["first_bad"].to(self.device)
+        self.est_metrics = {k: dev(v) for k, v in state["est_metrics"].items()}
+        self.steps = int(state["steps"])
+        now = time.perf_counter()
+        self.t0, self.t_interval = now - state["wall_s"], now - state["interval_s"]
+        self.eval_seconds, self.eval_in_interval = state["eval_seconds"], state["eval_in_interval"]
 
     def add_eval_time(self, seconds: float) -> None:
         self.eval_seconds += seconds

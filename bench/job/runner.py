@@ -26,6 +26,14 @@
 6. Liveness: the open run carries a heartbeat (bench.tracking.liveness), and
    lost runs of the experiment are marked before the skip check, so a config
    whose process was killed is redone.
+7. Resume (bench.job.checkpoint): when the latest run of the config ended
+   KILLED or lost and its checkpoint is on disk, that same run continues from
+   the checkpoint (RUNNING again, tags `resumed_from_step`, `resume_count`),
+   writing no metric point twice; `rerun=true` starts afresh instead. A stop
+   signal (SIGTERM, SIGUSR1, SIGUSR2) ends the run KILLED with
+   `failure_reason = preempted by SIG...: checkpoint at step N; ...`, then
+   hands the signal on (submitit's requeue) or exits with 128 + its number.
+   A FINISHED run's checkpoint is deleted.
 
 Returns the final val/elbo (NaN when failed): a Hydra sweeper's objective.
 """
@@ -49,7 +57,8 @@ from ..tracking import liveness as L
 from ..tracking import sink as W
 from ..tracking import store as S
 from ..tracking.handoff import Handoff
-from ..tracking.summary import refuse
+from ..tracking.summary import EXIT_CONFIG, refuse
+from . import checkpoint as CK
 
 
 def _hydra_job() -> tuple[bool, str]:
@@ -133,6 +142,8 @@ def _run_job(cfg: DictConfig, multirun: bool, job_num: str) -> float:
     # a run of this config whose process died is RUNNING forever otherwise, and
     # would look like work in progress; once marked lost (FAILED) it is redone below
     L.reap(c, exp_id, cfg.mlflow.lost_after_s)
+    path = CK.path_for(cfg, chash)
+    resume = None
     if not cfg.rerun:
         done = S.finished_run_with_hash(c, exp_id, chash)
         if done is not None:
@@ -142,6 +153,10 @@ def _run_job(cfg: DictConfig, multirun: bool, job_num: str) -> float:
                   f"{done}; rerun=true redoes it", flush=True)
             final = S.retrying(c.get_run, done).data.metrics.get("val/elbo")
             return math.nan if final is None else final
+        try:
+            resume = CK.find_resume(c, exp_id, chash, path, cfg.mlflow.lost_after_s, resolved)
+        except CK.CheckpointMismatch as e:
+            return _refuse_checkpoint(e, multirun, job_num)
 
     try:                            # data that cannot load is a configuration error: no run for it
         task = _load_task(cfg)
@@ -150,12 +165,30 @@ def _run_job(cfg: DictConfig, multirun: bool, job_num: str) -> float:
         if not multirun:
             refuse(bad)
         return _record_config_error(c, exp_id, tags, resolved, bad, job_num)
-    run_id = W.open_run(c, exp_id, tags, resolved)
-    beat = L.Heartbeat(c, run_id, cfg.mlflow.heartbeat_s)
-    try:
-        return _train_run(cfg, c, uri, run_id, tags, multirun, job_num, task)
-    finally:
-        beat.stop()
+    try:                            # so is a model or estimator that refuses these options
+        _check_build(cfg, task)
+    except ValueError as e:
+        bad = ConfigError("model", None, "", message=f"the model and estimator cannot be built "
+                                                     f"from this configuration: {e}")
+        if not multirun:
+            refuse(bad)
+        return _record_config_error(c, exp_id, tags, resolved, bad, job_num)
+    if resume is None:
+        run_id = W.open_run(c, exp_id, {**tags, CK.TAG: str(path)}, resolved)
+    else:
+        run_id = resume.run_id
+    plan = CK.Checkpointing(path, run_id, chash, resolved, cfg.train.checkpoint_every)
+    return _train_run(cfg, c, uri, run_id, tags, multirun, job_num, task, plan, resume)
+
+
+def _refuse_checkpoint(e: CK.CheckpointMismatch, multirun: bool, job_num: str) -> float:
+    """A checkpoint that does not fit: nothing is loaded or changed; the user
+    deletes the file or reruns with rerun=true."""
+    if not multirun:
+        print(f"[bench] error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_CONFIG)
+    print(f"[bench] job {job_num} not run: {e}", file=sys.stderr, flush=True)
+    return math.nan
 
 
 def _record_config_error(c, exp_id: str, tags: dict, resolved: dict, bad: ConfigError,
@@ -172,17 +205,73 @@ def _load_task(cfg):
     return load_task(cfg, pick_device(cfg.device))
 
 
+def _check_build(cfg, task) -> None:
+    """Build the run's model and estimator once and drop them: options that only
+    the model family can judge (a conditioning type the family does not take, a
+    latent size the conv model cannot hold) are refused before a run opens. The
+    RNG is forked, so the run's own build draws the same initial weights."""
+    import torch
+
+    from .build import build, pick_device
+    device = pick_device(cfg.device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        build(cfg, device, task)
+
+
+class _Sink:
+    """The run's MetricSink, which `drain` empties (every queued point
+    written) before the trainer writes a checkpoint: the points before a
+    checkpoint's step are then in the store whatever kills the process."""
+
+    def __init__(self, c, run_id: str):
+        self.c, self.run_id = c, run_id
+        self.sink = W.MetricSink(c, run_id)
+
+    def __call__(self, step: int, metrics: dict) -> None:
+        self.sink(step, metrics)
+
+    def drain(self) -> None:
+        self.sink.close()
+        self.sink = W.MetricSink(self.c, self.run_id)
+
+    def close(self) -> None:
+        self.sink.close()
+
+    @property
+    def unwritten(self) -> int:
+        return self.sink.unwritten
+
+
 def _train_run(cfg, c, uri: str, run_id: str, tags: dict, multirun: bool, job_num: str,
-               task) -> float:
-    from .train import train
-    sink = W.MetricSink(c, run_id)
+               task, plan: CK.Checkpointing, resume: Optional[CK.Resume]) -> float:
+    from .train import Trainer
+    beat = None
+    sink = _Sink(c, run_id)
+    plan.sync = sink.drain
+    log = sink if resume is None else CK.skip_logged(sink, resume.logged)
     try:
+        if resume is None:
+            beat = L.Heartbeat(c, run_id, cfg.mlflow.heartbeat_s)
         try:
-            result = train(cfg, log=sink, desc=tags[I.RUN_NAME_TAG], task=task,
-                           artifact=lambda path, folder: S.retrying(c.log_artifact, run_id,
-                                                                     str(path), folder))
+            trainer = Trainer(cfg, log, desc=tags[I.RUN_NAME_TAG], task=task, checkpoint=plan,
+                              artifact=lambda path, folder: S.retrying(c.log_artifact, run_id,
+                                                                        str(path), folder))
+            if resume is not None:
+                trainer.restore(resume.state)   # a mismatch leaves the run as it was
+                CK.reopen(c, resume, tags)
+                beat = L.Heartbeat(c, run_id, cfg.mlflow.heartbeat_s)
+                print(f"[bench] resuming run {run_id} from step {trainer.start} ({plan.path})",
+                      flush=True)
+            result = trainer.run()
         finally:
             sink.close()            # every metric point is in the store before the status
+    except CK.CheckpointMismatch as e:
+        return _refuse_checkpoint(e, multirun, job_num)
+    except CK.Preempted as e:
+        W.set_tags(c, run_id, {"failure_reason": e.reason})
+        S.retrying(c.set_terminated, run_id, "KILLED")
+        print(f"[bench] run {run_id} KILLED: {e.reason}", file=sys.stderr, flush=True)
+        e.chain()                   # submitit's requeue, or exit 128 + signal
     except KeyboardInterrupt:
         W.set_tags(c, run_id, {"failure_reason": "KeyboardInterrupt"})
         S.retrying(c.set_terminated, run_id, "KILLED")
@@ -202,12 +291,18 @@ def _train_run(cfg, c, uri: str, run_id: str, tags: dict, multirun: bool, job_nu
             raise
         print(f"[bench] job {job_num} FAILED: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         return math.nan
+    finally:
+        if beat is not None:
+            beat.stop()
     S.retrying(c.set_terminated, run_id, "FINISHED")
+    plan.path.unlink(missing_ok=True)   # nothing left to resume
     if not multirun:                # a sweep prints its own summary table at the end
         shown = "  ".join(f"{k}={result[k]:.3f}" for k in ("val/elbo", "val/iwae", "val/kl")
                           if k in result)
         print(f"[bench] run {run_id} FINISHED: {shown}\n[bench] store {uri}, experiment "
               f"{cfg.mlflow.experiment!r}: mlflow ui --backend-store-uri {uri}", flush=True)
+    if trainer.stopped is not None:     # a stop signal during the last step's logging
+        CK.chain(*trainer.stopped)
     return result.get("val/elbo", math.nan)
 
 

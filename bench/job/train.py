@@ -30,6 +30,13 @@ temperature schedule assigned to `est.tau` (estimators whose class declares
 estimator has parameters (learned baselines, control variates, REBAR's tau and
 eta), one Adam step of its own optimiser on `aux_loss`.
 Same seed, same device -> identical metrics (CPU).
+
+Checkpoints (bench.job.checkpoint), when the job runner passes `checkpoint`:
+the whole state every `train.checkpoint_every` steps, and at the first step
+boundary after SIGTERM/SIGUSR1/SIGUSR2, which then raises `Preempted`. The
+state of step N is taken after N updates and before step N is logged;
+`restore(state)` before `run()` continues from there, so that an interrupted
+and resumed run logs exactly what the uninterrupted one does (CPU).
 """
 from __future__ import annotations
 
@@ -43,6 +50,7 @@ from typing import Callable, Optional
 import torch
 from tqdm import tqdm
 
+from . import checkpoint as CK
 from .accel import step_view
 from .build import build, pick_device
 from .evaluate import Evaluator
@@ -67,8 +75,8 @@ def peak_mem_mb(device: torch.device) -> float:
 
 class Trainer:
     def __init__(self, cfg, log: Log, desc: str = "", artifact: Optional[Artifact] = None,
-                 task=None):
-        self.cfg, self.log, self.desc = cfg, log, desc
+                 task=None, checkpoint: Optional[CK.Checkpointing] = None):
+        self.cfg, self.log, self.desc, self.checkpoint = cfg, log, desc, checkpoint
         self.artifact = artifact or (lambda path, folder: None)
         self.device = device = pick_device(cfg.device)
         if cfg.threads:
@@ -98,43 +106,99 @@ class Trainer:
         self.opts = [o for o in (self.opt, self.prior_opt, self.est_opt) if o is not None]
         self.step_model = step_view(model, device, cfg.train.precision, cfg.train.compile)
         self.final: dict[str, float] = {}
+        self.gen = task.generator(cfg.seed)     # the training minibatches
+        self.meter = IntervalMeter(device)
+        self.start, self.rng = 0, None          # set by restore()
+        self.stopped = None     # (signal, previous handler): a stop signal met no step boundary
+
+    def named_opts(self) -> dict:
+        return {k: o for k, o in (("model", self.opt), ("prior", self.prior_opt),
+                                  ("estimator", self.est_opt)) if o is not None}
+
+    def state(self, step: int) -> dict:
+        """Everything the rest of the run depends on, after `step` updates
+        (bench.job.checkpoint says what and why)."""
+        ck = self.checkpoint
+        return {"format": CK.FORMAT, "config_hash": ck.config_hash, "run_id": ck.run_id,
+                "config": ck.config, "step": step,
+                "model": self.model.state_dict(), "estimator": self.est.state_dict(),
+                "estimator_attrs": CK.scalar_attrs(self.est),
+                "optimisers": {k: o.state_dict() for k, o in self.named_opts().items()},
+                "rng": CK.rng_state(self.device), "generator": self.gen.get_state(),
+                "meter": self.meter.state_dict(), "final": dict(self.final)}
+
+    def restore(self, state: dict) -> None:
+        """Continue from a checkpoint (CheckpointMismatch when it does not fit)."""
+        path = self.checkpoint.path if self.checkpoint is not None else "<state>"
+        if not 0 < state["step"] <= self.steps:
+            raise CK.CheckpointMismatch(path, f"step {state['step']} is outside 1..{self.steps}")
+        CK.load_module(path, "model", self.model, state["model"])
+        CK.load_module(path, "estimator", self.est, state["estimator"])
+        CK.set_scalar_attrs(path, self.est, state["estimator_attrs"])
+        CK.load_optimisers(path, self.named_opts(), state["optimisers"])
+        self.gen.set_state(state["generator"])
+        self.meter.load_state_dict(state["meter"])
+        self.final = dict(state["final"])
+        self.start, self.rng = state["step"], state["rng"]   # RNG: set where run() starts
+
+    def save(self, step: int) -> None:
+        self.checkpoint.sync()      # every point before step N in the store first
+        CK.save(self.checkpoint.path, self.state(step))
+
+    def boundary(self, done: int) -> bool:
+        """Does step `done` (updates so far) log anything?"""
+        t = self.cfg.train
+        return done % t.log_every == 0 or done % t.eval_every == 0 or done == self.steps
 
     def run(self) -> dict[str, float]:
-        """Train for train.steps; return the last evaluation's metrics."""
-        cfg, steps = self.cfg, self.steps
-        gen = self.task.generator(cfg.seed)
+        """Train for train.steps (from the restored step); return the last
+        evaluation's metrics."""
+        cfg, steps, ck, start = self.cfg, self.steps, self.checkpoint, self.start
+        gen, meter = self.gen, self.meter
         nan_at = cfg.debug.nan_at_step
-        self.bar = tqdm(total=steps, desc=self.desc, file=sys.stdout, dynamic_ncols=True,
-                        mininterval=1.0, disable=not (cfg.progress and sys.stdout.isatty()))
-        self.meter = meter = IntervalMeter(self.device)
+        self.bar = tqdm(total=steps, initial=start, desc=self.desc, file=sys.stdout,
+                        dynamic_ncols=True, mininterval=1.0,
+                        disable=not (cfg.progress and sys.stdout.isatty()))
+        if self.rng is not None:
+            CK.set_rng_state(self.rng, self.device)
         self.model.train()
         self.est.train()
-        self.flush(0)
-        try:
-            for step in range(steps):
-                batch = self.task.sample("train", cfg.train.batch_size, gen)
-                if self.tau is not None:
-                    self.est.tau = self.tau(step)
-                obj = objective(self.step_model, self.est, batch, self.beta(step), self.lam, self.mode)
-                loss = obj.loss
-                if nan_at is not None and step == nan_at:
-                    loss = loss * float("nan")          # debug.nan_at_step: exercise the failure path
-                self.update(loss, obj.aux_loss)
-                meter.add(step, obj, loss)
-                self.bar.update(1)
-                done = step + 1
-                if done % cfg.train.log_every == 0 or done % cfg.train.eval_every == 0 or done == steps:
-                    self.flush(done)
-        except NonFiniteError:
-            raise
-        except Exception as e:
-            bad = meter.bad_step()
-            if bad is not None:     # the error is a consequence of an earlier NaN
-                raise NonFiniteError(f"non-finite train/loss at step {bad} "
-                                     f"(then {type(e).__name__}: {e})") from e
-            raise
-        finally:
-            self.bar.close()
+        with CK.StopSignals(enabled=ck is not None) as stop:   # only while training
+            try:
+                if start == 0 or self.boundary(start):
+                    self.flush(start)           # a resumed run logs the step of its checkpoint
+                for step in range(start, steps):
+                    batch = self.task.sample("train", cfg.train.batch_size, gen)
+                    if self.tau is not None:
+                        self.est.tau = self.tau(step)
+                    obj = objective(self.step_model, self.est, batch, self.beta(step),
+                                    self.lam, self.mode)
+                    loss = obj.loss
+                    if nan_at is not None and step == nan_at:
+                        loss = loss * float("nan")      # debug.nan_at_step: the failure path
+                    self.update(loss, obj.aux_loss)
+                    meter.add(step, obj, loss)
+                    self.bar.update(1)
+                    done = step + 1
+                    if stop.caught is not None:
+                        self.save(done)
+                        raise CK.Preempted(stop.caught, done, ck.path, stop.previous[stop.caught])
+                    if ck is not None and ck.due(done, steps):
+                        self.save(done)
+                    if self.boundary(done):
+                        self.flush(done)
+                if stop.caught is not None:     # during the last step's logging: the run is done
+                    self.stopped = (stop.caught, stop.previous[stop.caught])
+            except (NonFiniteError, CK.Preempted):
+                raise
+            except Exception as e:
+                bad = meter.bad_step()
+                if bad is not None:     # the error is a consequence of an earlier NaN
+                    raise NonFiniteError(f"non-finite train/loss at step {bad} "
+                                         f"(then {type(e).__name__}: {e})") from e
+                raise
+            finally:
+                self.bar.close()
         return self.final
 
     @staticmethod
@@ -200,5 +264,5 @@ class Trainer:
 
 
 def train(cfg, log: Log, desc: str = "", artifact: Optional[Artifact] = None,
-          task=None) -> dict[str, float]:
-    return Trainer(cfg, log, desc, artifact, task).run()
+          task=None, checkpoint: Optional[CK.Checkpointing] = None) -> dict[str, float]:
+    return Trainer(cfg, log, desc, artifact, task, checkpoint).run()

@@ -19,7 +19,9 @@ RUN_NAME_TAG = "mlflow.runName"
 LABEL_KEYS = ("estimator", "conditioning", "task", "latent", "kl", "free_bits",
               "free_bits_mode", "seed")
 # config keys that do not change what a run computes: left out of config_hash
-HASH_EXCLUDE = ("rerun", "progress", "mlflow", "hydra")
+# (dotted: one key of a section; checkpoints say where and how often state is saved)
+HASH_EXCLUDE = ("rerun", "progress", "mlflow", "hydra", "train.checkpoint_every",
+                "train.checkpoint_dir")
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -35,12 +37,26 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_hash(resolved: dict) -> str:
-    """Identity of a run: sha256 of the resolved config (seed included) minus
-    the keys in HASH_EXCLUDE, which change where or how a run is logged but not
-    what it computes."""
+def hashed(resolved: dict) -> dict:
+    """The part of the resolved config that identifies a run: without the keys
+    in HASH_EXCLUDE, which change where or how a run is logged or saved but
+    not what it computes, and without nulls in the open `model` dict (a null
+    there is the default, the same as an absent key: declaring a key so that
+    it can be set without `+` must not change the identity of runs that never
+    set it)."""
     kept = {k: v for k, v in resolved.items() if k not in HASH_EXCLUDE}
-    text = json.dumps(kept, sort_keys=True, default=str, separators=(",", ":"))
+    for dotted in (k for k in HASH_EXCLUDE if "." in k):
+        section, key = dotted.split(".", 1)
+        if isinstance(kept.get(section), dict) and key in kept[section]:
+            kept[section] = {k: v for k, v in kept[section].items() if k != key}
+    if isinstance(kept.get("model"), dict):
+        kept["model"] = {k: v for k, v in kept["model"].items() if v is not None}
+    return kept
+
+
+def config_hash(resolved: dict) -> str:
+    """Identity of a run: sha256 of `hashed(resolved)` (seed included)."""
+    text = json.dumps(hashed(resolved), sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
