@@ -1,16 +1,24 @@
 """The MLflow UI path for real: `mlflow server` on 127.0.0.1 against a test
 store, a sweep (parent + children with metrics) logged through the client, and
 checked through the server's REST API; bench.tables run against the server;
-and, where Chromium is installed, a headless screenshot of the runs table.
+and, where Chromium is installed, real sweeps (`python -m bench.run -m`) logged
+into the server and headless screenshots of the runs table and the chart view
+that the sweep's printed URLs open (its saved view, bench.tracking.ui).
 
-The sweep is hand-made in the harness's layout (tests/test_tables_store.py);
-swap `log_sweep` for a real `python -m bench.run -m ...` with
-MLFLOW_TRACKING_URI=srv.url once the harness lands.
+The REST and bench.tables checks use a hand-made sweep in the harness's layout
+(tests/test_tables_store.py), whose values they know exactly.
+
+    BENCH_SCREENSHOT_DIR=results/figures pytest -m slow tests/test_mlflow_server.py -k screenshot
+
+also writes the screenshots there (mlflow_ui_runs.png, mlflow_ui_chart.png, the
+README's); by default they stay in the test's tmp folder.
 """
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -42,9 +50,14 @@ def api(url: str, route: str, body: dict | None = None, **query) -> dict:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("mlflow_server")
-    with mlflow_server(empty_db(folder), folder / "artifacts") as srv:
-        print(f"mlflow server answered after {srv.start_s:.1f} s")
-        yield srv
+    with pytest.MonkeyPatch.context() as mp:
+        # The UI opens its assistant panel over a quarter of the page when the page's
+        # host is 127.0.0.1 or localhost; the screenshots load the same server as
+        # 0.0.0.0, and the server refuses the UI's POSTs from an origin it does not know.
+        mp.setenv("MLFLOW_SERVER_CORS_ALLOWED_ORIGINS", "http://0.0.0.0:*")
+        with mlflow_server(empty_db(folder), folder / "artifacts") as srv:
+            print(f"mlflow server answered after {srv.start_s:.1f} s")
+            yield srv
 
 
 @pytest.fixture(scope="module")
@@ -92,32 +105,94 @@ def test_bench_tables_against_the_server(server, sweep, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "bench.tables", "--out", str(tmp_path)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "| digits | gumbel | film | 2 | -100.50 ± 0.50 |" in (tmp_path / "elbo.md").read_text()
+    assert "| digits | gumbel | film | 2 | -100.5" in (tmp_path / "elbo.md").read_text()
     listed = api(server.url, "/api/2.0/mlflow/artifacts/list", run_id=parent, path="tables/figures")
     assert {"tables/figures/elbo_curves.png", "tables/figures/heatmap_val_elbo.png"} <= {
         f["path"] for f in listed.get("files", [])}
 
 
-def test_ui_runs_table_screenshot(server, sweep, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
+# -- the UI, in a browser ---------------------------------------------------
+
+UI_EXPERIMENT = "bench-ui"      # apart from EXP, whose tables the test above knows exactly
+GRID = ["experiment=smoke", "train.steps=60", "train.eval_every=10", "train.log_every=10",
+        "estimator=gumbel,reinforce", "conditioning=concat,film", f"mlflow.experiment={UI_EXPERIMENT}"]
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
         pytest.skip("chromium is not installed (apt-get install -y chromium); "
                     "the REST checks above ran all the same")
-    exp, _, _ = sweep
-    shot = tmp_path / "runs.png"
+    return path
+
+
+@pytest.fixture(scope="module")
+def real_sweep(server, chromium, tmp_path_factory):
+    """Seed 0 of a 2 x 2 grid, then seeds 0 and 1: the second sweep runs four jobs
+    and reuses the first's four. (experiment id, second parent, its stdout)."""
+    cwd = tmp_path_factory.mktemp("real_sweep")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server.url, "PYTHONPATH": str(ROOT),
+           "OMP_NUM_THREADS": "1"}
+    for seeds, figures in (("0", "false"), ("0,1", "true")):
+        proc = subprocess.run([sys.executable, "-m", "bench.run", "-m", *GRID, f"seed={seeds}",
+                               f"mlflow.sweep_figures={figures}"],
+                              cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    client = MlflowClient(server.url)
+    exp = client.get_experiment_by_name(UI_EXPERIMENT).experiment_id
+    parent = client.search_runs([exp], "tags.`sweep.parent` = 'true'",
+                                order_by=["attributes.start_time DESC"])[0]
+    return exp, parent, proc.stdout
+
+
+def shoot(chromium: str, url: str, png: Path, size: tuple[int, int], budget_ms: int) -> str:
+    """Load url in a fresh headless Chromium, let the page run for budget_ms of
+    virtual time (the UI is a single-page app that fetches and then renders),
+    write the screenshot; returns the page's DOM at that moment."""
     cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
            "--no-first-run", "--disable-background-networking", "--disable-component-update",
-           "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-           # the UI is a single-page app: give it virtual time to fetch and render
-           "--virtual-time-budget=15000", f"--screenshot={shot}", "--window-size=1400,900",
-           f"{server.url}/#/experiments/{exp}/runs"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    assert shot.exists(), f"no screenshot; chromium said:\n{proc.stderr[-2000:]}"
+           "--disable-sync", "--hide-scrollbars", f"--user-data-dir={png.with_suffix('.profile')}",
+           f"--virtual-time-budget={budget_ms}", "--dump-dom", f"--screenshot={png}",
+           f"--window-size={size[0]},{size[1]}", url]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert png.exists(), f"no screenshot; chromium said:\n{proc.stderr[-2000:]}"
     import matplotlib.image
-    pixels = matplotlib.image.imread(str(shot))
-    assert pixels.shape[:2] == (900, 1400)
+    pixels = matplotlib.image.imread(str(png))
+    assert pixels.shape[:2] == (size[1], size[0])
     # a blank or error page is nearly one colour and compresses to a few kB
-    assert shot.stat().st_size > 20_000 and pixels[..., :3].std() > 0.02
-    keep = os.environ.get("BENCH_SCREENSHOT_DIR")  # to look at it by hand
+    assert png.stat().st_size > 20_000 and pixels[..., :3].std() > 0.02
+    keep = os.environ.get("BENCH_SCREENSHOT_DIR")
     if keep:
-        shutil.copy(shot, Path(keep) / "mlflow_runs.png")
+        shutil.copy(png, Path(keep) / png.name)
+    png.with_suffix(".html").write_text(proc.stdout)    # to see what a failed check saw
+    return proc.stdout
+
+
+def test_ui_screenshots_of_the_sweep_view(server, real_sweep, chromium, tmp_path):
+    exp, parent, stdout = real_sweep
+    sid = parent.data.tags["sweep_id"]
+    table = re.search(r"table:  (http://\S+)", stdout).group(1)
+    chart = re.search(r"charts: (http://\S+)", stdout).group(1)
+    assert table == f"{server.url}/#/experiments/{exp}/runs?viewStateShareKey=sweep-{sid}"
+    assert chart == table + "&compareRunsMode=CHART"
+    client = MlflowClient(server.url)
+    names = [r.info.run_name for r in client.search_runs([exp], "tags.job != ''")]
+    assert len(names) == 8
+    # the second sweep's parent carries its tables, logged through the server
+    listed = api(server.url, "/api/2.0/mlflow/artifacts/list", run_id=parent.info.run_id, path="tables")
+    assert "tables/elbo.md" in {f["path"] for f in listed.get("files", [])}
+
+    # the host as 0.0.0.0: see the server fixture
+    dom = shoot(chromium, table.replace("127.0.0.1", "0.0.0.0"), tmp_path / "mlflow_ui_runs.png",
+                (1700, 720), 30_000)
+    # every job of the sweep, the four it reused included, with the view's columns
+    assert all(html.escape(n) in dom for n in names), "runs missing from the table"
+    # the saved view's name (the menu) and the parent's row; 8 jobs and the parent
+    assert dom.count(f">sweep {sid}<") >= 2 and "<strong>9</strong> matching runs" in dom
+    for col in ("tags.`variant`", "tags.`seed`", "metrics.`val/elbo`", "metrics.`grad/log10_var`"):
+        assert f'col-id="{col}"' in dom, col
+    dom = shoot(chromium, chart.replace("127.0.0.1", "0.0.0.0"), tmp_path / "mlflow_ui_chart.png",
+                (1700, 1000), 90_000)
+    # the charts drawn (plotly SVGs), not their loading spinners
+    assert dom.count('class="main-svg"') >= 4, "the charts did not render"

@@ -12,7 +12,11 @@ more CPU time (README, "SLURM"), so the callback prints how to batch them.
 At the end of a multirun it prints the summary table (finished, failed,
 skipped), sets `sweep.finished`, `sweep.failed`, `sweep.skipped` (and
 `sweep.killed` for children still RUNNING) on the parent and ends it (FAILED,
-with `sweep.not_started`, when an outage stopped the sweep). If the
+with `sweep.not_started`, when an outage stopped the sweep). It also saves a
+view of the runs table for the MLflow UI (bench.tracking.ui) and prints the
+URLs that open it, and then, unless `mlflow.sweep_figures=false`, attaches
+what `bench.tables --sweep` writes to the parent under `tables/`; neither can
+fail the sweep or change its exit status. If the
 launching process dies first (Ctrl-C), an atexit hook marks the parent and any
 child left RUNNING as KILLED. If it is killed outright (SIGKILL, OOM), no hook
 runs: the parent's heartbeat (bench.tracking.liveness), written from here,
@@ -24,6 +28,7 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+import time
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -34,8 +39,9 @@ from . import liveness as L
 from . import preflight
 from . import sink as W
 from . import store as S
+from . import ui as U
 from .handoff import Handoff
-from .summary import EXIT_FAILED_JOBS, EXIT_STORE, NOTE_TAG, note_markdown, summary_table
+from .summary import EXIT_FAILED_JOBS, EXIT_STORE, NOTE_TAG, note_markdown, shorten, summary_table
 
 
 def _prepare(cfg: DictConfig) -> Handoff:
@@ -76,6 +82,7 @@ class TrackingCallback(Callback):
         self.handoff: Handoff | None = None
         self.beat: L.Heartbeat | None = None
         self.lost_after_s = 60.0
+        self.sweep_figures = True
 
     def __getstate__(self) -> dict:
         # launchers pickle this object into every job: the hand-off travels, the client does not
@@ -122,6 +129,7 @@ class TrackingCallback(Callback):
         self.parent = run.info.run_id
         self.beat = L.Heartbeat(self.client, self.parent, config.mlflow.heartbeat_s)
         self.lost_after_s = float(config.mlflow.lost_after_s)
+        self.sweep_figures = bool(OmegaConf.select(config, "mlflow.sweep_figures", default=True))
         h.parent_run_id, h.sweep_id = self.parent, sid
         self.handoff = h
         h.export()
@@ -146,19 +154,62 @@ class TrackingCallback(Callback):
         W.set_tags(self.client, self.parent, tags)
         reused = {job: S.retrying(self.client.get_run, rid) for job, rid in skipped.items()}
         print(summary_table(kids, reused, tags), file=sys.stdout, flush=True)
+        key = self._save_view(kids, reused)
+        # relative links in the description work at whatever address the UI was opened
+        links = None if key is None else (U.runs_url(".", self.exp_id, key),
+                                          U.runs_url(".", self.exp_id, key, chart=True))
         # the parent's description in the MLflow UI: the same table, each job linked
-        W.set_tags(self.client, self.parent, {NOTE_TAG: note_markdown(kids, reused, tags, self.exp_id)})
+        W.set_tags(self.client, self.parent,
+                   {NOTE_TAG: note_markdown(kids, reused, tags, self.exp_id, links)})
         if S.SWEEP_STOPPED:         # an outage longer than the patience (bench.job.runner)
             why = f"sweep stopped: {S.SWEEP_STOPPED}; jobs not started: {len(S.NOT_STARTED)}"
             print(f"[bench] {why}; rerun the same command to do them", file=sys.stdout, flush=True)
             W.set_tags(self.client, self.parent, {"failure_reason": why[:1000],
                                                   "sweep.not_started": len(S.NOT_STARTED)})
         S.retrying(self.client.set_terminated, self.parent, "FAILED" if S.SWEEP_STOPPED else "FINISHED")
-        self.parent = None
+        parent, self.parent = self.parent, None
+        # after the end, so that the tables see the parent FINISHED with its wall time;
+        # not after an outage stopped the sweep: the store has just been away
+        if self.sweep_figures and not S.SWEEP_STOPPED:
+            self._attach_tables(parent)
         if S.SWEEP_STOPPED:
             raise SystemExit(EXIT_STORE)    # a script or scheduler must see that work is left
         if counts["FAILED"] or counts["KILLED"]:
             raise SystemExit(EXIT_FAILED_JOBS)
+
+    def _save_view(self, kids: list, reused: dict) -> str | None:
+        """The sweep's saved view in the MLflow UI, printed as the URLs that
+        open it (runs table, chart view); its key, or None when the store
+        refused it."""
+        h = self.handoff
+        ids = [self.parent] + [r.info.run_id for r in kids] + [r.info.run_id for r in reused.values()]
+        try:
+            key = U.save_view(self.client, self.exp_id, h.sweep_id, ids, bool(reused))
+        except Exception as e:  # noqa: BLE001 -- a convenience; the sweep is recorded either way
+            print(f"[bench] no saved view for the MLflow UI: {type(e).__name__}: {shorten(str(e), 200)}",
+                  file=sys.stderr, flush=True)
+            return None
+        address, command = U.ui_address(h.uri)
+        urls = U.runs_url(address, self.exp_id, key), U.runs_url(address, self.exp_id, key, chart=True)
+        print("[bench] compare the runs in the MLflow UI"
+              + (f" (start it with: {command})" if command else "")
+              + f":\n    table:  {urls[0]}\n    charts: {urls[1]}", file=sys.stdout, flush=True)
+        return key
+
+    def _attach_tables(self, parent: str) -> None:
+        """What `bench.tables --sweep` writes, on the parent under tables/.
+        An error is one line: the runs and the summary are already recorded."""
+        t0 = time.monotonic()
+        try:
+            files = U.attach_tables(self.client, self.handoff.experiment_name,
+                                    self.handoff.sweep_id, parent)
+        except Exception as e:  # noqa: BLE001 -- never fails the sweep nor changes its exit status
+            print(f"[bench] tables and figures not attached to parent run {parent}: "
+                  f"{type(e).__name__}: {shorten(str(e), 200)}", file=sys.stderr, flush=True)
+            return
+        print(f"[bench] {len(files)} tables and figures attached to parent run {parent} under "
+              f"tables/ ({time.monotonic() - t0:.1f} s; mlflow.sweep_figures=false skips this)",
+              file=sys.stdout, flush=True)
 
     def _stop_beat(self) -> None:
         if self.beat is not None:

@@ -28,7 +28,9 @@ def refuse(message: object) -> None:
 def shorten(reason: str, width: int = 80) -> str:
     """One line of at most `width` characters, long numbers in 3 significant
     digits and the cut at a word, never inside a number."""
-    text = re.sub(r"\d{7,}", lambda m: f"{float(m.group()):.3g}", " ".join(reason.split()))
+    # whole numbers only: digits inside a word (a run id like d96828314175) stay as they are
+    text = re.sub(r"(?<![\w.])\d{7,}(?![\w.])", lambda m: f"{float(m.group()):.3g}",
+                  " ".join(reason.split()))
     if len(text) <= width:
         return text
     cut = text.rfind(" ", 0, width - 1)
@@ -40,9 +42,10 @@ def _rows(kids: list, reused: dict[str, Any]) -> list[tuple]:
     def row(job, r, status, reason):
         elbo = r.data.metrics.get("val/elbo")
         return (job, r.data.tags.get("mlflow.runName", ""), r.info.run_id, status,
-                "" if elbo is None else f"{elbo:.3f}", shorten(reason))
-    rows = [row(r.data.tags.get("job", ""), r, r.info.status, r.data.tags.get("failure_reason", ""))
-            for r in kids]
+                "" if elbo is None else f"{elbo:.3f}", reason)
+    rows = [row(r.data.tags.get("job", ""), r, r.info.status,
+                shorten(r.data.tags.get("failure_reason", ""))) for r in kids]
+    # ours and short already: not shortened, which could read a run id as a number
     rows += [row(job, r, "SKIPPED", f"same config FINISHED earlier as run {r.info.run_id[:12]}")
              for job, r in reused.items()]
     return sorted(rows, key=lambda r: (not r[0].isdigit(), int(r[0]) if r[0].isdigit() else 0))
@@ -63,8 +66,11 @@ def summary_table(kids: list, reused: dict[str, Any], counts: dict[str, int]) ->
     return "\n".join(out + [line(r) for r in rows])
 
 
-def note_markdown(kids: list, reused: dict[str, Any], counts: dict[str, int], exp_id: str) -> str:
-    """The summary as the parent's markdown description, each run a link."""
+def note_markdown(kids: list, reused: dict[str, Any], counts: dict[str, int], exp_id: str,
+                  urls: tuple[str, str] | None = None) -> str:
+    """The summary as the parent's markdown description, each run a link;
+    `urls` (runs table, chart view) open the sweep's saved view
+    (bench.tracking.ui)."""
     lines = [f"**Sweep summary:** {_counts(counts)}", "",
              "| job | run | status | val/elbo | reason |", "|---|---|---|---|---|"]
     for job, name, rid, status, elbo, why in _rows(kids, reused):
@@ -74,4 +80,8 @@ def note_markdown(kids: list, reused: dict[str, Any], counts: dict[str, int], ex
         lines += ["", "SKIPPED jobs reuse a FINISHED run of an earlier sweep with the same "
                   "config (tag `skipped.<job>` on this run); `bench.tables --sweep` counts them "
                   "in this sweep."]
+    if urls:
+        lines += ["", f"**Compare:** [runs table]({urls[0]}) · [charts]({urls[1]}): this sweep's "
+                  "runs with the label tags and key metrics as columns, best val/elbo first (its "
+                  "saved view, also under \"Saved views\"). Tables and figures: Artifacts, `tables/`."]
     return "\n".join(lines)
