@@ -7,5 +7,6 @@
     schedules  beta(t) and the temperature schedule
     evaluate   val/*, grad/*, collapse/* at fixed parameters
     accel      precision and torch.compile of the model's forward pieces
-    runner     the Hydra job: validation, skip-if-done, the MLflow run, failures
+    checkpoint the whole training state on disk, stop signals, resuming the same run
+    runner     the Hydra job: validation, skip-if-done or resume, the MLflow run, failures
 """
