@@ -115,3 +115,9 @@ def test_latent_sizes_come_from_the_params():
     assert "D = 8 units (strategies, gaussian)" in ctx["units"]
     unset = runs.assign(**{"params.latent.D": "None"})
     assert "the task's default, not logged" in columns.legend(["collapse/active_units"], unset)
+
+
+def test_a_mean_that_rounds_to_zero_has_no_sign():
+    from bench.results.format import fmt
+    assert fmt(-0.003, 0.17) == "0.00 ± 0.17"
+    assert fmt(-0.03, 0.17) == "-0.03 ± 0.17"

@@ -64,8 +64,11 @@ def spread_places(spread: float) -> int:
 
 def _fixed(x: float, places: int) -> str:
     if places >= 0:
-        return f"{x:.{places}f}"
-    return f"{round(x, places):.0f}"    # 2 significant digits of 1234 -> 1200
+        text = f"{x:.{places}f}"
+    else:
+        text = f"{round(x, places):.0f}"    # 2 significant digits of 1234 -> 1200
+    # a value that rounds to zero has no sign: -0.003 at two places is 0.00
+    return text[1:] if text.startswith("-") and not text.strip("-0.") else text
 
 
 def fmt(mean: float, spread: float) -> str:
