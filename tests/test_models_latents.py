@@ -59,3 +59,21 @@ def test_gaussian_kl_log_prob_rsample():
 def test_bad_latents(name, sizes, key):
     with pytest.raises(ValueError, match=key):
         latents.build(name, **sizes)
+
+
+def test_bernoulli_log_softmax_shortcut_equals_log_softmax():
+    """The KL of K = 2 latents takes log sigmoid of the logit difference (faster
+    than log_softmax on CPU): the same values and gradients, extremes included."""
+    import torch
+    from models.latents import _log_softmax
+    x = torch.cat([torch.randn(64, 50, 2, dtype=torch.float64) * 8,
+                   torch.tensor([[[1e4, -1e4], [0.0, 0.0], [-30.0, 30.0]]], dtype=torch.float64)
+                   .expand(64, 3, 2)], 1).requires_grad_()
+    a, b = _log_softmax(x), x.log_softmax(-1)
+    assert torch.allclose(a, b, rtol=0, atol=1e-12)
+    w = torch.randn_like(a)
+    ga, = torch.autograd.grad((a * w).sum(), x)
+    gb, = torch.autograd.grad((b * w).sum(), x)
+    assert torch.allclose(ga, gb, rtol=0, atol=1e-12)
+    y = torch.randn(4, 3, 5)
+    assert torch.equal(_log_softmax(y), y.log_softmax(-1))     # other K: log_softmax itself
