@@ -27,18 +27,16 @@ and the behaviour pin was re-recorded for those two runs when it was made.
 tests/bench/hand.py's `paper_*` loops for reinforce (loo, S = 2), disarm and
 gumbel, then steps/s of every estimator that takes Bernoulli latents, and the
 cost of one evaluation; `--out` replaces that section of the file only (and the
-plain command keeps it when it rewrites the file). Where the Trainer's step
-costs more than the paper loop's ~10-11 ms (thread CPU time, each phase timed
-alone, paired, 2-core VM at load 5-9): `bench.job.objective` computes
-`model.context(batch)`, a second no-grad pass through the encoder's hidden
-layers that only reinforce(baseline=learned) and relax read (~0.45 ms); it
-takes the KL against `model.prior(batch)`, the learned prior table expanded to
-(B, D, K), so the prior's log-softmax and its backward run B = 50 times instead
-of once (~0.3-0.5 ms); the KL takes its own log-softmax of the posterior logits
-where the paper loop reuses the one its estimator took (~0.5 ms, reinforce and
-gumbel; disarm takes none; log_softmax over K = 2 costs ~12 ns per element on
-this CPU); the interval meter's sums (~0.25 ms). Together ~1.5-2 ms, the
-measured 1.17-1.24.
+plain command keeps it when it rewrites the file). What the Trainer's step
+costs beyond the paper loop's ~9-10 ms (thread CPU time, each phase timed
+alone, paired, 2-core VM): it was 1.17-1.24x, from a second no-grad encoder
+pass for `context` (~0.45 ms; now skipped unless `Estimator.uses_context`), a
+KL against the prior table expanded to (B, D, K) (~0.3-0.5 ms; now one row,
+broadcast), and the KL's own log-softmax of the posterior logits where the
+paper loop reuses its estimator's (~0.5 ms; at K = 2 now log sigmoid of the
+logit difference, ~4x cheaper). What is left, ~0.6-1 ms (1.06-1.11x): that
+KL pass itself (reinforce and gumbel; disarm takes none) and the interval
+meter's on-device sums (~0.25 ms).
 """
 from __future__ import annotations
 
