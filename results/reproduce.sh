@@ -4,6 +4,7 @@
 #   bash results/reproduce.sh            # all stages, ~2 h on 2 CPU cores
 #   bash results/reproduce.sh toy        # one stage: estimators | toy | tune | digits | strategies | tables
 #   bash results/reproduce.sh backbone   # the shared-backbone study -> results/backbone/ (opt-in, ~1 h)
+#   bash results/reproduce.sh mnist5k    # the DisARM VAEs on mnist5k -> results/mnist5k/ (opt-in)
 #
 # Runs go to the MLflow store results/.store/mlflow.db (not committed; set
 # MLFLOW_TRACKING_URI to use another store), experiments `toy`, `reference`
@@ -99,6 +100,22 @@ if has backbone; then  # opt-in (not in the default stages): 84 runs of 300 step
   run $M $S hydra.sweep.dir=results/.work/backbone-shared-more
   python -m bench.tables --experiment backbone_study --out results/backbone
   python results/backbone_modes.py        # results/backbone/modes.md: settings paired on seeds
+fi
+
+if has mnist5k; then  # opt-in: the DisARM binary VAEs on mnist5k at a CPU budget
+  # every estimator that takes 200 Bernoulli latents but indecater (400
+  # evaluations of f per step: ~80x gumbel's step time at this size); seeds
+  # 0-2 first, then 3-4, so a partial run covers every cell
+  STEPS="train.steps=${MNIST5K_STEPS:-2000} train.eval_every=1000 train.log_every=100"
+  for seeds in 0,1,2 3,4; do
+    for m in disarm_linear disarm_nonlinear; do
+      run experiment=$m seed=$seeds $STEPS $PAR estimator=disarm,rebar,relax,gumbel,st,reinmax,gumbel_rao \
+          hydra.sweep.dir=results/.work/$m-${seeds//,/}
+      run experiment=$m seed=$seeds $STEPS $PAR estimator=reinforce,vimco estimator.n_samples=2 \
+          hydra.sweep.dir=results/.work/$m-${seeds//,/}-multi
+    done
+  done
+  python -m bench.tables --experiment disarm --out results/mnist5k
 fi
 
 if has tables; then
