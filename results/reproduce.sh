@@ -111,7 +111,7 @@ if has mnist5k; then  # opt-in: the DisARM binary VAEs on mnist5k at a CPU budge
     for m in disarm_linear disarm_nonlinear; do
       run experiment=$m seed=$seeds $STEPS $PAR estimator=disarm,rebar,relax,gumbel,st,reinmax,gumbel_rao \
           hydra.sweep.dir=results/.work/$m-${seeds//,/}
-      run experiment=$m seed=$seeds $STEPS $PAR estimator=reinforce,vimco estimator.n_samples=2 \
+      run experiment=$m seed=$seeds $STEPS $PAR estimator=reinforce,vimco ++estimator.n_samples=2 \
           hydra.sweep.dir=results/.work/$m-${seeds//,/}-multi
     done
   done
