@@ -121,3 +121,18 @@ def test_a_mean_that_rounds_to_zero_has_no_sign():
     from bench.results.format import fmt
     assert fmt(-0.003, 0.17) == "0.00 ± 0.17"
     assert fmt(-0.03, 0.17) == "-0.03 ± 0.17"
+
+
+def test_model_options_that_vary_label_the_rows():
+    """The linear and the nonlinear VAE of one experiment are rows of their own."""
+    import pandas as pd
+    from bench.results.aggregate import add_settings, group_keys
+    runs = pd.DataFrame({"task": ["mnist5k"] * 2, "estimator": ["disarm"] * 2,
+                         "conditioning": ["none"] * 2,
+                         "params.model.encoder_hidden": ["[]", "[200, 200]"],
+                         "params.model.norm": ["none", "none"]})
+    out = add_settings(runs)
+    assert list(out["model"]) == ["encoder_hidden=[]", "encoder_hidden=[200, 200]"]
+    assert "model" in group_keys(out)[0]
+    same = add_settings(runs.iloc[:1])
+    assert "model" not in group_keys(same)[0]

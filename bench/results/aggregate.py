@@ -4,7 +4,8 @@ and grouped, and their mean, standard error and 95% confidence interval.
 - `dedupe`: the latest FINISHED run per config_hash (a rerun supersedes).
 - `add_variants`: `variant` / `task_variant` labels, the estimator (task) name
   followed by the options that vary among that name's runs.
-- `add_settings`: model settings read from params (`backbone`,
+- `add_settings`: model settings read from params (`model`: the model options
+  that vary in the selection; `backbone`,
   `backbone_mode`), `MISSING` where a run did not set them.
 - `group_keys`: task × estimator × conditioning, plus latent, backbone,
   backbone_mode, kl, free_bits, free_bits_mode and the variant labels where
@@ -27,9 +28,9 @@ from .stats import ci_halfwidth
 from .store import MISSING
 
 ALWAYS = ("task", "estimator", "conditioning")   # group keys shown even when constant
-IF_VARIED = ("latent", "backbone", "backbone_mode", "kl", "free_bits",
+IF_VARIED = ("model", "latent", "backbone", "backbone_mode", "kl", "free_bits",
              "free_bits_mode")                    # shown only when they vary
-KEY_ORDER = ("task", "task_variant", "latent", "estimator", "variant", "conditioning",
+KEY_ORDER = ("task", "task_variant", "model", "latent", "estimator", "variant", "conditioning",
              "backbone", "backbone_mode", "kl", "free_bits", "free_bits_mode")
 # label column -> the tag it refines; options come from the params.<tag>.* columns
 VARIANTS = {"variant": "estimator", "task_variant": "task"}
@@ -102,6 +103,15 @@ def add_settings(runs: pd.DataFrame) -> pd.DataFrame:
     runs = runs.copy()
     for col, param in SETTINGS.items():
         runs[col] = (runs[param].fillna(MISSING).astype(str) if param in runs
+                     else pd.Series(MISSING, index=runs.index, dtype=object))
+    # `model`: the other model options that vary in the selection, e.g. the
+    # linear and the nonlinear VAE of one experiment (encoder_hidden=[] vs [200, 200])
+    own = {p for p in SETTINGS.values()}
+    opts = sorted(c for c in runs if c.startswith("params.model.") and c not in own)
+    vals = runs[opts].fillna(MISSING).astype(str) if opts else pd.DataFrame(index=runs.index)
+    varying = [c for c in opts if vals[c].nunique() > 1]
+    runs["model"] = ([",".join(f"{c[len('params.model.'):]}={_short(v)}" for c, v in zip(varying, row))
+                      for row in vals[varying].itertuples(index=False)] if varying
                      else pd.Series(MISSING, index=runs.index, dtype=object))
     return runs
 

@@ -121,6 +121,8 @@ COLUMNS: dict[str, Column] = {
     "variant": Column("estimator with the options that vary among its runs", "", "", "",
                       "e.g. reinforce(baseline=ema)"),
     "conditioning": Column("how the condition enters the model"),
+    "model": Column("model options", "", "", "",
+                    "the model.* options that vary among the runs (e.g. the hidden layers)"),
     "backbone": Column("model.backbone", "", "separate | shared", "",
                        "separate networks, or one shared base model"),
     "backbone_mode": Column("model.backbone_mode", "", "frozen | lora | full", "",
