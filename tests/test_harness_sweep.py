@@ -141,9 +141,11 @@ def test_ctrl_c_marks_the_run_killed(tmp_path, tracking_uri):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # log_every=100: on a loaded machine a point every 10 steps queues faster than
     # sqlite writes it, and Ctrl-C drains the whole queue before the run ends
+    # output to files, not pipes: a pipe nobody reads fills up and blocks the child
+    out, err = (tmp_path / "stdout.txt").open("w"), (tmp_path / "stderr.txt").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "bench.run", "train.steps=1000000",
                              "train.eval_every=1000000", "train.log_every=100"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, env=env, stdout=out, stderr=err, text=True)
     c = tracking.client(tracking_uri)
     deadline = time.time() + 120
     try:
@@ -154,10 +156,15 @@ def test_ctrl_c_marks_the_run_killed(tmp_path, tracking_uri):
                 break
             time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("no exit 120 s after Ctrl-C; its stderr ends:\n"
+                                 + (tmp_path / "stderr.txt").read_text()[-3000:]) from None
     finally:
         if proc.poll() is None:
             proc.kill()
+        out.close(), err.close()
     run = c.search_runs([exp.experiment_id])[0]
     assert run.info.status == "KILLED"
     assert run.data.tags["failure_reason"] == "KeyboardInterrupt"
