@@ -12,7 +12,6 @@ fails; every wait is bounded. Run:
 """
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pytest
 
 from bench.tracking import identity, store as tracking
 from tests.mlflow_server import mlflow_server
+from tests.test_faults import _points
 from tests.processes import job_env, stop_group
 
 EXPERIMENT = "discrete-latent-bench"
@@ -68,18 +68,6 @@ def _wait(proc: subprocess.Popen, timeout: float, what: str) -> int:
         return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         raise AssertionError(f"{what} did not end within {timeout:.0f} s (a hang?)") from None
-
-
-def _points(db: Path, key: str) -> int:
-    """Metric points of `key` in a sqlite store, read directly (cheap, no client)."""
-    try:
-        con = sqlite3.connect(str(db), timeout=1)
-        try:
-            return con.execute("select count(*) from metrics where key = ?", (key,)).fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:           # not created yet, or locked for a moment
-        return 0
 
 
 def _time_wait(port: int) -> int:

@@ -103,7 +103,7 @@ class Trainer:
         self.opt, self.prior_opt = self.optimisers(cfg, model)
         est_params = [p for p in est.parameters() if p.requires_grad]
         self.est_opt = torch.optim.Adam(est_params, lr=cfg.train.estimator_lr) if est_params else None
-        self.opts = [o for o in (self.opt, self.prior_opt, self.est_opt) if o is not None]
+        self.opts = list(self.named_opts().values())   # stepped together, every step
         self.step_model = step_view(model, device, cfg.train.precision, cfg.train.compile)
         self.final: dict[str, float] = {}
         self.gen = task.generator(cfg.seed)     # the training minibatches

@@ -184,20 +184,8 @@ def build_pair(label: str, D: int, K: int, seed: int = 0, batch: int = B):
 
 def measure(label: str, D: int, K: int, rounds: int, warmup: int = 20) -> dict:
     s, lib = build_pair(label, D, K)
-    step = CASES[label].step
-    for _ in range(warmup):
-        step(s)
-        library_step(lib)
-    gc.collect()
-    wall = {"hand": [], "ours": []}
-    cpu = {"hand": [], "ours": []}
-    sides = (("hand", step, s), ("ours", library_step, lib))
-    for r in range(rounds):
-        for side, fn, arg in (sides if r % 2 == 0 else sides[::-1]):
-            t0, c0 = time.perf_counter(), time.thread_time()
-            fn(arg)
-            cpu[side].append(time.thread_time() - c0)
-            wall[side].append(time.perf_counter() - t0)
+    wall, cpu = interleaved((("hand", CASES[label].step, s), ("ours", library_step, lib)),
+                            rounds, warmup)
     med = statistics.median
     per_round = sorted(o / h for o, h in zip(wall["ours"], wall["hand"]))
     q = len(per_round) // 4
