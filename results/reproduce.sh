@@ -5,6 +5,8 @@
 #   bash results/reproduce.sh toy        # one stage: estimators | toy | tune | digits | strategies | tables
 #   bash results/reproduce.sh backbone   # the shared-backbone study -> results/backbone/ (opt-in, ~1 h)
 #   bash results/reproduce.sh mnist5k    # the DisARM VAEs on mnist5k -> results/mnist5k/ (opt-in)
+#   bash results/reproduce.sh reinmax    # the ReinMax paper's 8x4 categorical VAE on mnist5k -> results/reinmax/ (opt-in)
+#   bash results/reproduce.sh conditioning  # conv vs MLP conditioning types -> results/conditioning/ (opt-in, ~1 h)
 #
 # Runs go to the MLflow store results/.store/mlflow.db (not committed; set
 # MLFLOW_TRACKING_URI to use another store), experiments `toy`, `reference`
@@ -103,9 +105,10 @@ if has backbone; then  # opt-in (not in the default stages): 84 runs of 300 step
 fi
 
 if has mnist5k; then  # opt-in: the DisARM binary VAEs on mnist5k at a CPU budget
-  # every estimator that takes 200 Bernoulli latents but indecater (400
-  # evaluations of f per step: ~80x gumbel's step time at this size); seeds
-  # 0-2 first, then 3-4, so a partial run covers every cell
+  # every estimator that takes 200 Bernoulli latents; seeds 0-2 first, then
+  # 3-4, so a partial run covers every cell. indecater evaluates f 400 times per
+  # step (~80x gumbel's step time at this size), so it gets the f-evaluations of
+  # the 2-evaluation estimators' whole run instead of their steps: 10 steps
   STEPS="train.steps=${MNIST5K_STEPS:-2000} train.eval_every=1000 train.log_every=100"
   for seeds in 0,1,2 3,4; do
     for m in disarm_linear disarm_nonlinear; do
@@ -113,9 +116,38 @@ if has mnist5k; then  # opt-in: the DisARM binary VAEs on mnist5k at a CPU budge
           hydra.sweep.dir=results/.work/$m-${seeds//,/}
       run experiment=$m seed=$seeds $STEPS $PAR estimator=reinforce,vimco ++estimator.n_samples=2 \
           hydra.sweep.dir=results/.work/$m-${seeds//,/}-multi
+      run experiment=$m seed=$seeds train.f_evals=$((2 * ${MNIST5K_STEPS:-2000})) train.eval_every=1000 \
+          train.log_every=5 $PAR estimator=indecater hydra.sweep.dir=results/.work/$m-${seeds//,/}-indecater
     done
   done
   python -m bench.tables --experiment disarm --out results/mnist5k
+fi
+
+if has reinmax; then  # opt-in: the ReinMax 8x4 VAE, each estimator at the lr and tau of the paper's appendix
+  # table (conf/experiment/reinmax_vae.yaml), 5 seeds, at a CPU budget of steps
+  R="experiment=reinmax_vae seed=0,1,2,3,4 train.steps=${REINMAX_STEPS:-2000} train.eval_every=1000 train.log_every=100 $PAR"
+  run $R estimator=reinmax estimator.tau=1.3 train.lr=5e-4 hydra.sweep.dir=results/.work/reinmax-reinmax
+  run $R estimator=st estimator.tau=1.3 train.lr=1e-3 hydra.sweep.dir=results/.work/reinmax-st
+  run $R estimator=gumbel estimator.hard=true estimator.tau=0.5 train.lr=3e-4 hydra.sweep.dir=results/.work/reinmax-stgs
+  run $R estimator=gumbel_rao estimator.tau=0.5 train.lr=5e-4 hydra.sweep.dir=results/.work/reinmax-grmck
+  python -m bench.tables --experiment reinmax_vae --out results/reinmax
+fi
+
+if has conditioning; then  # opt-in: 90 runs, conv x {spatial_concat, adaln} vs mlp x {concat, add, film}
+  # latent sizes of the conv model's spatial latent (digits 2x2, mnist5k 7x7),
+  # given to both families: categorical one K-way variable per position,
+  # Gaussian 4 channels per position
+  C="experiment=conditioning_study seed=0,1,2 $PAR"
+  MNIST="task=mnist5k train.steps=400 train.eval_every=200 eval.batch_size=256 eval.iwae_samples=8 eval.grad_samples=8"
+  for t in digits mnist5k; do
+    if [[ $t == digits ]]; then T="latent.K=4"; CAT=4; GAU=16; else T="$MNIST latent.K=10"; CAT=49; GAU=196; fi
+    for fam in "model.family=conv conditioning=spatial_concat,adaln" "model.family=mlp conditioning=concat,add,film"; do
+      tag=${fam%% *}; tag=${tag#model.family=}
+      run $C $T $fam latent=gaussian latent.D=$GAU estimator=reparam hydra.sweep.dir=results/.work/cond-$t-$tag-gauss
+      run $C $T $fam latent.D=$CAT estimator=reinforce,rebar hydra.sweep.dir=results/.work/cond-$t-$tag-cat
+    done
+  done
+  python -m bench.tables --experiment conditioning_study --out results/conditioning
 fi
 
 if has tables; then

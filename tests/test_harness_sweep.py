@@ -3,8 +3,10 @@ temporary sqlite store: sweeps under one parent, rerun skipping, failures that
 do not stop a sweep, joblib parallel jobs that lose nothing, Ctrl-C -> KILLED."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -137,8 +139,22 @@ def test_joblib_parallel_sweep_loses_nothing(tmp_path, tracking_uri):
     assert not c.search_runs([e.experiment_id for e in others]) if others else True
 
 
+def _store_rows(db: Path, sql: str) -> list:
+    """Rows from the store through a fresh read-only sqlite connection: the poll
+    shares no engine, session or pool state with anything this process ran before."""
+    if not db.exists():
+        return []
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
+            return con.execute(sql).fetchall()
+    except sqlite3.OperationalError:        # busy, or tables not there yet: ask again
+        return []
+
+
 def test_ctrl_c_marks_the_run_killed(tmp_path, tracking_uri):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # PYTHONFAULTHANDLER: if the child hangs, SIGABRT makes it print every thread's stack
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"}
+    db = tmp_path / "mlflow.db"
     # log_every=100: on a loaded machine a point every 10 steps queues faster than
     # sqlite writes it, and Ctrl-C drains the whole queue before the run ends
     # output to files, not pipes: a pipe nobody reads fills up and blocks the child
@@ -146,28 +162,33 @@ def test_ctrl_c_marks_the_run_killed(tmp_path, tracking_uri):
     proc = subprocess.Popen([sys.executable, "-m", "bench.run", "train.steps=1000000",
                              "train.eval_every=1000000", "train.log_every=100"],
                             cwd=tmp_path, env=env, stdout=out, stderr=err, text=True)
-    c = tracking.client(tracking_uri)
-    deadline = time.time() + 120
+
+    def child_output() -> str:
+        return ("\n--- stdout ---\n" + (tmp_path / "stdout.txt").read_text()[-2000:]
+                + "\n--- stderr ---\n" + (tmp_path / "stderr.txt").read_text()[-4000:])
+
     try:
-        while time.time() < deadline:         # wait until training has logged a step
-            exp = c.get_experiment_by_name(EXPERIMENT) if Path(tmp_path / "mlflow.db").exists() else None
-            runs = c.search_runs([exp.experiment_id]) if exp else []
-            if runs and "train/loss" in runs[0].data.metrics:
-                break
+        deadline = time.time() + 120
+        while not _store_rows(db, "SELECT 1 FROM latest_metrics WHERE key = 'train/loss'"):
+            if proc.poll() is not None or time.time() > deadline:
+                raise AssertionError(f"no train/loss in the store after 120 s (exit status "
+                                     f"{proc.poll()}):{child_output()}")
             time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
-            raise AssertionError("no exit 120 s after Ctrl-C; its stderr ends:\n"
-                                 + (tmp_path / "stderr.txt").read_text()[-3000:]) from None
+            proc.send_signal(signal.SIGABRT)        # faulthandler: the stacks to stderr
+            proc.wait(timeout=30)
+            raise AssertionError(f"no exit 120 s after Ctrl-C:{child_output()}") from None
     finally:
         if proc.poll() is None:
             proc.kill()
         out.close(), err.close()
-    run = c.search_runs([exp.experiment_id])[0]
-    assert run.info.status == "KILLED"
-    assert run.data.tags["failure_reason"] == "KeyboardInterrupt"
+    runs = _store_rows(db, "SELECT r.status, t.value FROM runs r JOIN experiments e "
+                           "ON r.experiment_id = e.experiment_id LEFT JOIN tags t ON "
+                           f"t.run_uuid = r.run_uuid AND t.key = 'failure_reason' WHERE e.name = '{EXPERIMENT}'")
+    assert runs == [("KILLED", "KeyboardInterrupt")], child_output()
 
 
 def test_job_process_freezes_the_heap_at_exit():

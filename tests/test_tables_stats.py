@@ -94,3 +94,12 @@ def test_smallest_resolved_difference():
     assert (n, sd, k) == (3, 2.0, 3)
     assert x == pytest.approx(4.3026527 * 2.0 / math.sqrt(3))
     assert stats.resolvable(pairs.iloc[3:]) is None
+
+
+def test_a_metric_that_never_differs_says_so_instead_of_a_zero_threshold():
+    from bench.results.paired import resolved_note
+    same = pd.DataFrame({"n_pairs": [3, 3], "sd_diff": [0.0, 0.0]})
+    note = resolved_note("gen/class_accuracy", same)
+    assert "agree seed by seed" in note and "below 0" not in note
+    spread = resolved_note("val/elbo", pd.DataFrame({"n_pairs": [3], "sd_diff": [1.0]}))
+    assert "below 2.48 nats are not resolved" in spread

@@ -34,6 +34,9 @@ def resolved_note(metric: str, pairs: pd.DataFrame) -> str:
         return (f"no two variants share two seeds with a spread in {metric}: "
                 f"no difference is resolved")
     x, n, sd, k = r
+    if sd == 0:     # e.g. a saturated metric: every sample labelled as requested
+        return (f"with {n} seeds, the median sd of paired differences in {metric} is 0 "
+                f"(the variants compared agree seed by seed): no interval to state")
     return (f"with {n} seeds, differences in {metric} below {fmt_plain(x)}{_unit(metric)} are "
             f"not resolved (the 95% CI half-width of a paired difference at the median observed "
             f"sd of differences, {fmt_plain(sd)}{_unit(metric)}, over {k} comparison"
