@@ -30,8 +30,8 @@ def make_store(tmp_path, runs=(("gumbel", "concat", 0), ("reinforce", "film", 1)
     exp = client.create_experiment("e", artifact_location=(tmp_path / "artifacts").as_uri())
     src = tmp_path / "src"
     src.mkdir()
-    for est, cond, seed in runs:
-        tags = {"estimator": est, "conditioning": cond, "task": "digits", "seed": str(seed),
+    for est, cond, seed, *task in runs:        # (estimator, conditioning, seed[, task])
+        tags = {"estimator": est, "conditioning": cond, "task": (task or ["digits"])[0], "seed": str(seed),
                 "latent": "categorical", "kl": "constant", "free_bits": "0.0",
                 "free_bits_mode": "batch"}
         rid = client.create_run(exp, tags=tags).info.run_id
@@ -96,6 +96,23 @@ def test_a_long_variant_wraps_at_its_commas_to_the_panel():
     label = grids._label(run, "variant", "task", False, step=300, width=160)
     assert label == "reinforce(baseline=ema,\nn_samples=4)\nfilm · seed 0 · step 300"
     assert max(len(line) for line in label.splitlines()) * grids.CHAR_PX <= 160
+
+
+def test_runs_of_several_tasks_get_one_figure_per_task(tmp_path):
+    client, runs = make_store(tmp_path, runs=(("gumbel", "concat", 0, "digits"),
+                                              ("gumbel", "concat", 0, "mnist5k"),
+                                              ("reinforce", "film", 0, "mnist5k")))
+    out = tmp_path / "fig"
+    out.mkdir()
+    made = grids.write_grid_figures(client, runs, out, max_runs=2)
+    assert "samples_class" not in made
+    assert made["samples_class_digits"] == (out / "samples_class_digits.png", "drawn: 1 run(s)")
+    assert made["samples_class_mnist5k"] == (out / "samples_class_mnist5k.png", "drawn: 2 run(s)")
+    mag = grids.magnification(W)
+    one, two = (np.asarray(Image.open(out / f"samples_class_{t}.png").convert("L")).shape
+                for t in ("digits", "mnist5k"))
+    assert one == grids.canvas_size(1, (H * mag, W * mag)) and two == grids.canvas_size(2, (H * mag, W * mag))
+    assert made["samples_reconstructions_mnist5k"] == (None, "no run logged a reconstructions grid")
 
 
 def test_more_runs_than_panels_names_those_left_out(tmp_path):

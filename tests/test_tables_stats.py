@@ -103,3 +103,25 @@ def test_a_metric_that_never_differs_says_so_instead_of_a_zero_threshold():
     assert "agree seed by seed" in note and "below 0" not in note
     spread = resolved_note("val/elbo", pd.DataFrame({"n_pairs": [3], "sd_diff": [1.0]}))
     assert "below 2.48 nats are not resolved" in spread
+
+
+def test_conditioning_types_are_compared_across_model_families_on_common_seeds():
+    from bench.results.paired import paired_tables
+    base = {("family=conv", "adaln"): 0.0, ("family=conv", "spatial_concat"): -0.1,
+            ("family=mlp", "film"): -5.0}
+    rows = [{"task": "t", "model": m, "conditioning": c, "estimator": "reparam", "seed": str(s),
+             "val/elbo": -100.0 + v + 0.01 * s * (1 + i)}
+            for i, ((m, c), v) in enumerate(base.items()) for s in range(4)]
+    runs = pd.DataFrame(rows)
+    text, frame, _ = paired_tables(runs, ["task", "model", "estimator", "conditioning"],
+                                   {"elbo": ["val/elbo"]})
+    assert "# Settings compared: model and conditioning type" in text
+    by_setting = frame[frame["table"] == "elbo/setting"].set_index(["a", "b"])
+    assert len(by_setting) == 3           # every pair of the three settings, within reparam
+    cross = by_setting.loc[("family=conv · adaln", "family=mlp · film")]
+    assert cross["n_pairs"] == 4 and cross["mean_diff"] == pytest.approx(5.0 - 0.02 * 1.5)   # 5 - 0.02 s, mean over s = 0..3
+    assert bool(cross["significant"])
+    # one conditioning type: no settings section
+    text, frame, _ = paired_tables(runs[runs["conditioning"] == "film"],
+                                   ["task", "model", "estimator", "conditioning"], {"elbo": ["val/elbo"]})
+    assert "Settings compared" not in text and "elbo/setting" not in set(frame["table"])

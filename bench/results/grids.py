@@ -10,7 +10,10 @@ under `samples/` as `step<7 digits>_<kind>.png` at every evaluation):
     samples_reconstructions.png  validation inputs above their reconstructions
 
 one panel per run holding its last grid of that kind (highest step), labelled
-with estimator variant, conditioning, task where tasks vary, seed and step.
+with estimator variant, conditioning, seed and step. Where the runs span
+several tasks, each kind is one figure per task, `samples_class_<task>.png`
+and so on (8x8 and 28x28 grids would not share a canvas, and each task gets
+its own `max_runs` panels).
 Candidates are the runs with a final gen/class_accuracy (those evaluations
 also write the grids), so other runs cost no store request; each candidate
 costs one artifact listing until `max_runs` (12) runs with grids are found,
@@ -161,8 +164,22 @@ def write_grid_figures(client, runs: pd.DataFrame, folder: Path,
         return every("no MLflow client given to write_figures: the grids are run artifacts")
     if MARKER not in runs or runs[MARKER].notna().sum() == 0:
         return every(f"no run with eval.samples=true ({MARKER} never logged): no sample grids")
+    _, task = labels(runs)
+    with_grids = runs[runs[MARKER].notna()]
+    tasks = sorted(with_grids[task].astype(str).unique())
+    if len(tasks) == 1:
+        return _write_grids(client, with_grids, folder, max_runs, "")
+    out = {}    # one figure per task and kind: images of different sizes do not share a canvas
+    for t in tasks:
+        out.update(_write_grids(client, with_grids[with_grids[task].astype(str) == t], folder,
+                                max_runs, f"_{t}"))
+    return out
+
+
+def _write_grids(client, runs: pd.DataFrame, folder: Path, max_runs: int,
+                 suffix: str) -> dict[str, tuple[Optional[Path], str]]:
     hue, task = labels(runs)
-    candidates = _order(runs[runs[MARKER].notna()])
+    candidates = _order(runs)
     tasks_vary = candidates[task].nunique() > 1
     found, unchecked, bare = [], [], 0
     for _, run in candidates.iterrows():
@@ -175,8 +192,8 @@ def write_grid_figures(client, runs: pd.DataFrame, folder: Path,
         else:
             bare += 1
     if not found:
-        return every(f"the {len(candidates)} run(s) with {MARKER} logged no grids "
-                     f"under {FOLDER}/")
+        return {name + suffix: (None, f"the {len(candidates)} run(s) with {MARKER} logged no "
+                                      f"grids under {FOLDER}/") for name in FIGURES}
     left_out = [_label(r, hue, task, tasks_vary) for r in unchecked]
     label = lambda run, step, width: _label(run, hue, task, tasks_vary, step, width)  # noqa: E731
     out = {}
@@ -185,7 +202,7 @@ def write_grid_figures(client, runs: pd.DataFrame, folder: Path,
         for kind, (name, title, how) in KINDS.items():
             have = [(run, grids[kind]) for run, grids in found if kind in grids]
             if not have:
-                out[name] = (None, f"no run logged a {kind} grid")
+                out[name + suffix] = (None, f"no run logged a {kind} grid")
                 continue
             panels = []
             for run, (step, art) in have:
@@ -201,8 +218,10 @@ def write_grid_figures(client, runs: pd.DataFrame, folder: Path,
             if unchecked:
                 note += f"; {len(unchecked)} left out (at most {max_runs} panels)"
                 status += f"; left out (at most {max_runs} panels): {_names(left_out)}"
-            out[name] = (_compose(panels, label, title + " (last evaluation of each run)", how,
-                                  note, folder / f"{name}.png"), status)
+            where = f" · {suffix[1:]}" if suffix else ""
+            out[name + suffix] = (_compose(panels, label, title + where + " (last evaluation of "
+                                           "each run)", how, note, folder / f"{name}{suffix}.png"),
+                                  status)
     return out
 
 

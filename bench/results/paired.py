@@ -6,10 +6,14 @@ first metric), and the smallest difference the seeds resolve.
     text, frame, notes = paired_tables(runs, by, {"elbo": ["val/elbo", ...], ...})
 
 `notes[table]` is the one-line summary the source table's note repeats.
+Where the conditioning type varies, a second part compares settings (the
+model options and the conditioning type as one label, so the conv model's
+types meet the MLP's) per estimator, for `elbo` and `adherence`; its rows sit
+in the CSV under table `elbo/setting`, `adherence/setting`.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import pandas as pd
 
@@ -70,12 +74,7 @@ def paired_tables(runs: pd.DataFrame, by: Sequence[str],
         rows = []
         for r in pairs.itertuples(index=False):
             d = r._asdict()
-            if d["n_pairs"] == 0:
-                diff = "– (no common seed)"
-            elif d["n_pairs"] == 1:
-                diff = f"{fmt_plain(d['mean_diff'])} ({NO_INTERVAL})"
-            else:
-                diff = fmt(d["mean_diff"], d["ci95"])
+            diff = _difference(d)
             star = " *" if d["significant"] else ""
             rows.append([d[c] for c in group] + [f"{d['a']} − {d['b']}", d["n_pairs"], d["seeds"],
                                                  diff, fmt_p(d["p"]), fmt_p(d["p_holm"]) + star])
@@ -87,4 +86,52 @@ def paired_tables(runs: pd.DataFrame, by: Sequence[str],
         text.append("\nNo finished run logged a metric to compare.\n")
     cols = ["table", "metric"] + group + list(PAIR_COLS)
     frame = pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+    settings, extra = _settings_compared(runs, by, tables)
+    if extra is not None:
+        text.append(settings)
+        frame = pd.concat([frame, extra], ignore_index=True)
     return "".join(text), frame, notes
+
+
+SETTING = "setting"     # the model options and the conditioning type, as one label
+
+
+def _settings_compared(runs: pd.DataFrame, by: Sequence[str],
+                       tables: dict[str, Sequence[str]]) -> tuple[str, Optional[pd.DataFrame]]:
+    """Where the conditioning type varies: each pair of settings (model options
+    · conditioning, so the conv model's types meet the MLP's) within a group of
+    the other keys, estimator included, for the headline metric of `elbo` and
+    `adherence`."""
+    if "conditioning" not in by or runs["conditioning"].nunique() < 2:
+        return "", None
+    parts = [c for c in ("model", "conditioning") if c in by]
+    label = runs[parts].astype(str).agg(" · ".join, axis=1)
+    runs = runs.assign(**{SETTING: label})
+    group = [c for c in by if c not in parts]
+    text = ["\n# Settings compared: model and conditioning type\n\nEach pair of settings "
+            f"({' · '.join(parts)}) within a group of {', '.join(group)}, paired on seeds and "
+            "tested as above (Holm within the group).\n"]
+    frames = []
+    for name in ("elbo", "adherence"):
+        if not tables.get(name):
+            continue
+        metric = headline(tables[name])
+        pairs = paired(runs, [*group, SETTING], metric, SETTING, group=group)
+        frames.append(pairs.assign(table=f"{name}/{SETTING}", metric=metric))
+        text.append(f"\n## `{name}.md`: {metric}, by setting\n\n")
+        rows = [[d[c] for c in group] + [f"{d['a']} − {d['b']}", d["n_pairs"], d["seeds"],
+                                         _difference(d), fmt_p(d["p"]),
+                                         fmt_p(d["p_holm"]) + (" *" if d["significant"] else "")]
+                for d in (r._asdict() for r in pairs.itertuples(index=False))]
+        text.append(md_table(group + ["comparison", "n_pairs", "seeds", "difference", "p", "p_holm"],
+                             rows) + "\n" if rows else "Nothing to compare.\n")
+    cols = ["table", "metric"] + group + list(PAIR_COLS)
+    return "".join(text), pd.concat(frames, ignore_index=True)[cols] if frames else None
+
+
+def _difference(d: dict) -> str:
+    if d["n_pairs"] == 0:
+        return "– (no common seed)"
+    if d["n_pairs"] == 1:
+        return f"{fmt_plain(d['mean_diff'])} ({NO_INTERVAL})"
+    return fmt(d["mean_diff"], d["ci95"])

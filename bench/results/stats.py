@@ -69,9 +69,10 @@ def paired_pair(a: np.ndarray, b: np.ndarray) -> dict:
 
 
 def paired(runs: pd.DataFrame, by: Sequence[str], metric: str, label: str,
-           seed: str = "seed") -> pd.DataFrame:
-    """The paired comparisons of `metric` between the values of `label` (module docstring)."""
-    group = [c for c in by if c not in ("estimator", "variant")]
+           seed: str = "seed", group: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """The paired comparisons of `metric` between the values of `label` (module
+    docstring), within groups of `group` (default: `by` less the estimator keys)."""
+    group = [c for c in by if c not in ("estimator", "variant")] if group is None else list(group)
     cols = group + list(PAIR_COLS)
     if runs.empty or metric not in runs:
         return pd.DataFrame(columns=cols)

@@ -19,7 +19,10 @@ into --out:
     paired.md/.csv               each pair of estimator variants on the same seeds,
                                  per table above (but collapse_by_setting), on its
                                  headline metric: difference ± 95% CI, paired
-                                 t-test, Holm within the group (bench.results.paired)
+                                 t-test, Holm within the group (bench.results.paired);
+                                 where the conditioning type varies, also each pair
+                                 of settings (model options · conditioning) per
+                                 estimator, for elbo and adherence
     budget.md/.csv               val/elbo and val/iwae at a common budget of
                                  f-evaluations and of training seconds, and the
                                  work-normalised gradient variance (bench.results.budget)
