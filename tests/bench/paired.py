@@ -34,9 +34,10 @@ pass for `context` (~0.45 ms; now skipped unless `Estimator.uses_context`), a
 KL against the prior table expanded to (B, D, K) (~0.3-0.5 ms; now one row,
 broadcast), and the KL's own log-softmax of the posterior logits where the
 paper loop reuses its estimator's (~0.5 ms; at K = 2 now log sigmoid of the
-logit difference, ~4x cheaper). What is left, ~0.6-1 ms (1.06-1.11x): that
-KL pass itself (reinforce and gumbel; disarm takes none) and the interval
-meter's on-device sums (~0.25 ms).
+logit difference, ~4x cheaper), and the interval meter's on-device sums
+(~0.2 ms; it now keeps references and reduces at logging time). What is
+left, ~0.4-0.9 ms (1.04-1.10x): that KL pass itself (reinforce and gumbel;
+disarm takes none) and the objective's bookkeeping (elbo, detached values).
 """
 from __future__ import annotations
 
