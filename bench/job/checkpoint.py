@@ -16,7 +16,7 @@ starting again.
 - What (`Trainer.state`): the model, every optimiser, the estimator's
   state_dict and its plain scalar attributes (`scalar_attrs`: a temperature
   a schedule anneals), torch's RNG states (CPU, and CUDA when used), the data
-  generator, the interval meter's open sums, the step and the last
+  generator, the interval meter's open interval, the step and the last
   evaluation's metrics. The state of step N is taken after N updates and
   before step N is logged, with every earlier point already in the store
   (the trainer drains its sink first): a resume starts by logging step N.
@@ -41,7 +41,7 @@ from typing import Callable, Optional
 
 import torch
 
-FORMAT = 1
+FORMAT = 2      # 2: the interval meter keeps per-step values, not running sums
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 TAG = "checkpoint"
 
