@@ -93,7 +93,7 @@ def test_panels_are_labelled_by_variant_conditioning_and_seed(tmp_path, monkeypa
 def test_a_long_variant_wraps_at_its_commas_to_the_panel():
     run = {"variant": "reinforce(baseline=ema,n_samples=4)", "conditioning": "film",
            "task": "digits", "seed": "0"}
-    label = grids._label(run, "variant", "task", False, step=300, width=160)
+    label = grids._label(run, "variant", step=300, width=160)
     assert label == "reinforce(baseline=ema,\nn_samples=4)\nfilm · seed 0 · step 300"
     assert max(len(line) for line in label.splitlines()) * grids.CHAR_PX <= 160
 

@@ -42,14 +42,18 @@ class IntervalMeter:
         if not self.steps:
             self.first_step = step
         self.values["train/loss"].append(loss.detach())
+        # detach() again (no tensor op): an estimator from outside that broke the
+        # detached-value contract would otherwise keep log_every graphs alive here
         self.values["train/elbo"].append(obj.elbo.detach())
         self.values["train/kl"].append(obj.kl.detach())
         self.est_metrics = obj.metrics
 
-    def _bad_in_interval(self) -> Optional[int]:
+    def _bad_in_interval(self, losses: Optional[torch.Tensor] = None) -> Optional[int]:
         if not self.steps:
             return None
-        bad = (~torch.isfinite(torch.stack(self.values["train/loss"]))).nonzero()
+        if losses is None:
+            losses = torch.stack(self.values["train/loss"])
+        bad = (~torch.isfinite(losses)).nonzero()
         return self.first_step + int(bad[0]) if len(bad) else None
 
     def bad_step(self) -> Optional[int]:
@@ -60,10 +64,11 @@ class IntervalMeter:
         """The interval's means, the estimator's metrics and steps/s; opens the next interval."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        if self.first_bad is None:
-            self.first_bad = self._bad_in_interval()
         steps = self.steps
-        metrics = {k: float(torch.stack(v).mean()) for k, v in self.values.items()}
+        stacked = {k: torch.stack(v) for k, v in self.values.items()}   # (steps,), (steps, B)
+        if self.first_bad is None:
+            self.first_bad = self._bad_in_interval(stacked["train/loss"])
+        metrics = {k: float(v.mean()) for k, v in stacked.items()}
         metrics.update({f"estimator/{k}": float(v) for k, v in self.est_metrics.items()})
         # training time only: evaluation inside the interval is not counted
         train_s = now - self.t_interval - self.eval_in_interval

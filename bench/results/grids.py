@@ -92,12 +92,11 @@ def _order(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.sort_values(["_rank"] + keys + ["_seed", "run_id"], kind="mergesort")
 
 
-def _label(run, hue: str, task: str, tasks_vary: bool, step: Optional[int] = None,
-           width: Optional[int] = None) -> str:
+def _label(run, hue: str, step: Optional[int] = None, width: Optional[int] = None) -> str:
     """The variant (wrapped at its commas to `width` pixels, at most two lines),
-    then conditioning, task where tasks vary, seed and step; one line without step."""
-    where = [str(run["conditioning"])] + ([str(run[task])] if tasks_vary else [])
-    rest = " · ".join(where + [f"seed {run.get('seed', '?')}"])
+    then conditioning, seed and step; one line without step. (A figure holds one
+    task: its title names it.)"""
+    rest = f"{run['conditioning']} · seed {run.get('seed', '?')}"
     if step is None:
         return f"{run[hue]} · {rest}"
     variant = str(run[hue]).replace(",", ", ")     # break points inside variant options
@@ -178,9 +177,8 @@ def write_grid_figures(client, runs: pd.DataFrame, folder: Path,
 
 def _write_grids(client, runs: pd.DataFrame, folder: Path, max_runs: int,
                  suffix: str) -> dict[str, tuple[Optional[Path], str]]:
-    hue, task = labels(runs)
+    hue, _ = labels(runs)
     candidates = _order(runs)
-    tasks_vary = candidates[task].nunique() > 1
     found, unchecked, bare = [], [], 0
     for _, run in candidates.iterrows():
         if len(found) == max_runs:
@@ -194,8 +192,8 @@ def _write_grids(client, runs: pd.DataFrame, folder: Path, max_runs: int,
     if not found:
         return {name + suffix: (None, f"the {len(candidates)} run(s) with {MARKER} logged no "
                                       f"grids under {FOLDER}/") for name in FIGURES}
-    left_out = [_label(r, hue, task, tasks_vary) for r in unchecked]
-    label = lambda run, step, width: _label(run, hue, task, tasks_vary, step, width)  # noqa: E731
+    left_out = [_label(r, hue) for r in unchecked]
+    label = lambda run, step, width: _label(run, hue, step, width)  # noqa: E731
     out = {}
     with tempfile.TemporaryDirectory() as tmp, _quiet_downloads():
         from PIL import Image

@@ -71,14 +71,7 @@ def paired_tables(runs: pd.DataFrame, by: Sequence[str],
         if pairs.empty:
             text.append("Nothing to compare: one variant per group.\n")
             continue
-        rows = []
-        for r in pairs.itertuples(index=False):
-            d = r._asdict()
-            diff = _difference(d)
-            star = " *" if d["significant"] else ""
-            rows.append([d[c] for c in group] + [f"{d['a']} − {d['b']}", d["n_pairs"], d["seeds"],
-                                                 diff, fmt_p(d["p"]), fmt_p(d["p_holm"]) + star])
-        header = group + ["comparison", "n_pairs", "seeds", "difference", "p", "p_holm"]
+        header, rows = _table(pairs, group)
         text += [md_table(header, rows), "\n",
                  legend(header, runs, extra={"difference": COLUMNS["difference"]._replace(
                      unit=_unit(metric).strip() or "that of the metric")})]
@@ -119,14 +112,20 @@ def _settings_compared(runs: pd.DataFrame, by: Sequence[str],
         pairs = paired(runs, [*group, SETTING], metric, SETTING, group=group)
         frames.append(pairs.assign(table=f"{name}/{SETTING}", metric=metric))
         text.append(f"\n## `{name}.md`: {metric}, by setting\n\n")
-        rows = [[d[c] for c in group] + [f"{d['a']} − {d['b']}", d["n_pairs"], d["seeds"],
-                                         _difference(d), fmt_p(d["p"]),
-                                         fmt_p(d["p_holm"]) + (" *" if d["significant"] else "")]
-                for d in (r._asdict() for r in pairs.itertuples(index=False))]
-        text.append(md_table(group + ["comparison", "n_pairs", "seeds", "difference", "p", "p_holm"],
-                             rows) + "\n" if rows else "Nothing to compare.\n")
+        header, rows = _table(pairs, group)
+        text.append(md_table(header, rows) + "\n" if rows else "Nothing to compare.\n")
     cols = ["table", "metric"] + group + list(PAIR_COLS)
     return "".join(text), pd.concat(frames, ignore_index=True)[cols] if frames else None
+
+
+def _table(pairs: pd.DataFrame, group: list) -> tuple[list, list]:
+    """Header and rows of a comparison table: group keys, a − b, pairs, seeds,
+    difference ± CI, p, Holm-adjusted p (* where significant)."""
+    rows = [[d[c] for c in group] + [f"{d['a']} − {d['b']}", d["n_pairs"], d["seeds"],
+                                     _difference(d), fmt_p(d["p"]),
+                                     fmt_p(d["p_holm"]) + (" *" if d["significant"] else "")]
+            for d in (r._asdict() for r in pairs.itertuples(index=False))]
+    return group + ["comparison", "n_pairs", "seeds", "difference", "p", "p_holm"], rows
 
 
 def _difference(d: dict) -> str:
