@@ -13,6 +13,8 @@ Kingma & Welling 2014; Sohn et al. 2015 for the conditional VAE).
 
 The label enters through the conditioning type's hooks (models.conditioning.base:
 `conv_block_modulation` in every residual block, `conv_head`, `conv_input`).
+The decoder reads nothing else of the batch, so a z that every example shares
+(the exact estimator's enumeration) is decoded once per distinct label.
 
 Latent layout (one position = one cell of the h x w latent map):
     categorical   one variable of K categories per position: D = h*w, z (S, B, D, K)
@@ -151,13 +153,30 @@ class ConvCVAE(LatentModel):
     def logits(self, batch: Batch, z: Tensor) -> Tensor:
         """Pixel logits (S, B, P) of p(x | z, c)."""
         self.check_z(batch, z)
+        if self._shared_over_batch(z):
+            # every example gets the same z (a stride-0 batch axis: the exact
+            # estimator's enumeration of K^D values). The decoder reads only
+            # (z, label), so each distinct label is decoded once and the rows
+            # gathered: 10 classes instead of 64 images per value of z
+            labels, inverse = torch.unique(batch.c, return_inverse=True)         # (U,), (B,)
+            S, U = z.shape[0], labels.shape[0]
+            return self._decode(z[:, :1].expand(S, U, *z.shape[2:]), labels)[:, inverse]
+        return self._decode(z, batch.c)
+
+    def _shared_over_batch(self, z: Tensor) -> bool:
+        # latent dropout draws per row, and a z with a gradient keeps its rows apart
+        dropout = self.training and self.config.latent_dropout > 0
+        return z.shape[1] > 1 and z.stride(1) == 0 and not z.requires_grad and not dropout
+
+    def _decode(self, z: Tensor, labels: Tensor) -> Tensor:
+        """Logits (S, B, P) for z (S, B, ...) and labels (B,)."""
         S, B = z.shape[:2]
         code = self.drop_latent(z.reshape(S * B, -1), self.null_code, self.config.latent_dropout)
         if self.categorical:                                                     # (N, D*K) -> (N, K, h, w)
             zmap = code.view(S * B, *self.size, -1).permute(0, 3, 1, 2)
         else:                                                                    # (N, D) -> (N, C, h, w)
             zmap = code.view(S * B, self.z_channels, *self.size)
-        c = self.dec_label(batch.c).expand(S, B, -1).reshape(S * B, -1)          # (N, E)
+        c = self.dec_label(labels).expand(S, B, -1).reshape(S * B, -1)           # (N, E)
         out = self.decoder(self.dec_input(zmap, c), c)                           # (N, 1, H, W)
         return out.view(S, B, -1)
 

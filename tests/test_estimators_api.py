@@ -130,6 +130,29 @@ def test_same_seed_same_numbers():
     assert torch.equal(vals[0], vals[1])
 
 
+def test_exact_in_several_calls_sums_the_same():
+    """rows_per_call splits the K^D configurations over calls of f (7 rows of 3
+    examples: 2 configurations a call, the last call short); the estimate and
+    its gradient are those of one call."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, dtype=torch.float64)
+    calls = []
+
+    def f(z):                                   # (N, B, D, K) -> (N, B), nonlinear in z
+        calls.append(z.shape[0])
+        return torch.tanh((z * w).sum((-1, -2))) ** 2
+
+    out = []
+    for rows in (None, 7):
+        est = estimators.build("exact", rows_per_call=rows)
+        value = est(logits, f).loss
+        out.append((value, torch.autograd.grad(value, logits)[0]))
+    assert calls == [81] + [2] * 40 + [1]
+    assert torch.allclose(out[0][0], out[1][0], rtol=1e-12)
+    assert torch.allclose(out[0][1], out[1][1], rtol=1e-12)
+
+
 # -- bad inputs -----------------------------------------------------------------
 
 def _f(z):
@@ -145,6 +168,7 @@ def _f(z):
     (lambda: estimators.build("gumbel", tau=0.0), r"tau=0.0.*> 0"),
     (lambda: estimators.build("reinforce", ema_decay=1.0), r"ema_decay"),
     (lambda: estimators.build("exact")(torch.zeros(1, 13, 2), _f), r"2\^13 = 8192.*max_configs=4096"),
+    (lambda: estimators.build("exact", rows_per_call=0), r"rows_per_call=0 .*integer >= 1, or null"),
     (lambda: estimators.build("gumbel")(torch.zeros(3, 4), _f), r"logits must have shape \(B, D, K\), got \(3, 4\)"),
     (lambda: estimators.build("gumbel")(torch.zeros(3, 4, 1), _f), r"K >= 2"),
     (lambda: estimators.build("reinforce")(torch.full((2, 1, 3), float("nan")), _f), r"NaN"),

@@ -187,6 +187,20 @@ def test_config_hash_ignores_logging_keys_but_not_seed():
                                                             enum_to_str=True))
 
 
+def test_exact_rows_per_call_leaves_the_config_hash_alone():
+    """How exact's sum is split into calls of f changes no number (tested in
+    test_estimators_api), so runs with and without it, and runs from before
+    the key existed, share one identity."""
+    def resolved(*o):
+        return OmegaConf.to_container(cfg_of("estimator=exact", *o), resolve=True, enum_to_str=True)
+    base = resolved()
+    assert base["estimator"]["rows_per_call"] is None
+    old = {**base, "estimator": {k: v for k, v in base["estimator"].items() if k != "rows_per_call"}}
+    h = identity.config_hash(base)
+    assert h == identity.config_hash(resolved("estimator.rows_per_call=2048")) == identity.config_hash(old)
+    assert h != identity.config_hash(resolved("estimator.max_configs=64"))
+
+
 @pytest.mark.parametrize("overrides, cores, advice", [
     (["hydra/launcher=submitit_local"], 2, "max_batch_size=2"),      # all jobs at once
     (["hydra/launcher=submitit_local", "hydra.sweeper.max_batch_size=8"], 4, "max_batch_size=4"),

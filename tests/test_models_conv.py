@@ -15,6 +15,7 @@ from bench.job.objective import objective
 from models import conditioning as cond
 from models.conv_blocks import ConvDecoder, ConvEncoder
 from models.data import Batch
+from models.latents import Categorical
 from models.tasks.images import image_task
 from tests.compose import compose_config
 
@@ -170,6 +171,40 @@ def test_gaussian_likelihood_is_squared_error(tasks):
     assert torch.allclose(model.log_likelihood(b, z), want)
     with pytest.raises(ValueError, match="likelihood='poisson' is not valid"):
         _make(task, "gaussian", "adaln", likelihood="poisson")
+
+
+@pytest.mark.parametrize("conditioning", CONV)
+def test_a_z_shared_by_the_batch_is_decoded_once_per_label(tasks, conditioning):
+    """The exact estimator hands every example the same z (a stride-0 batch
+    axis); the decoder then runs once per distinct label and gathers the rows.
+    The likelihood and the exact gradient are those of decoding every row, and
+    latent dropout (a draw per row) or a z with a gradient keep every row."""
+    task = tasks["digits"]
+    model = _make(task, Categorical(D=4, K=3), conditioning, latent_dropout=0.5)
+    _perturb(model)
+    b = _batch(task, B=12)                                # labels 0..9 and two repeats
+    rows = []
+    model.decoder.register_forward_hook(lambda m, args, out: rows.append(out.shape[0]))
+    configs = torch.eye(3, dtype=DT)[torch.randint(0, 3, (6, 4))]     # (S, D, K)
+    shared = configs.unsqueeze(1).expand(6, b.size, 4, 3)              # (S, B, D, K), stride 0
+    model.eval()
+    ll = model.log_likelihood(b, shared)
+    assert rows == [6 * len(b.c.unique())] and len(b.c.unique()) < b.size
+    assert torch.allclose(ll, model.log_likelihood(b, shared.contiguous()), atol=1e-12)
+    assert rows[-1] == 6 * b.size
+    model.train()                                         # dropout draws per row
+    model.log_likelihood(b, shared)
+    assert rows[-1] == 6 * b.size
+    model.eval()
+    model.log_likelihood(b, shared.clone().requires_grad_().expand_as(shared))
+    assert rows[-1] == 6 * b.size
+    exact = estimators.build("exact")
+    grads = []
+    for z_view in (lambda z: z, lambda z: z.contiguous()):   # shared, then every row
+        decode = model.log_likelihood
+        out = exact(model.posterior(b), lambda z: decode(b, z_view(z)))
+        grads.append(torch.autograd.grad(out.loss, list(model.encoder.parameters())))
+    assert all(torch.allclose(g, h, atol=1e-12) for g, h in zip(*grads))
 
 
 @pytest.mark.parametrize("name", ["rebar", "relax", "reparam"])

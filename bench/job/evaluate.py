@@ -14,7 +14,8 @@
               training minibatch, over the encoder's parameters: log10_var, snr,
               seconds_per_estimate; bias and cosine against exact enumeration
               when the latent is categorical, the target an expectation and
-              K^D <= eval.exact_max_configs. A deterministic estimator (its
+              K^D <= eval.exact_max_configs (on a CPU in calls of EXACT_ROWS
+              decoder rows, the same sum). A deterministic estimator (its
               class says so) logs bias 0 and cosine 1 instead of a variance of 0.
 - gen/*       image tasks with `eval.samples=true` (any image family and
               conditioning type): gen/class_accuracy, the fraction of
@@ -45,6 +46,8 @@ from .objective import objective
 
 # decoder rows the gradient-statistics estimates may run in one vmap chunk
 GRAD_ROWS = 2 ** 16
+# decoder rows of one call of f in the exact reference on a CPU (estimators.exact)
+EXACT_ROWS = 2048
 
 
 def _first(batch, n: int):
@@ -68,10 +71,11 @@ class Evaluator:
         lat = model.latent
         enumerable = (lat.estimator_kind == "categorical" and est.target == "expectation"
                       and lat.K ** lat.D <= cfg.eval.exact_max_configs)
-        self.exact = Exact(max_configs=cfg.eval.exact_max_configs) \
+        self.device = next(model.parameters()).device
+        rows = EXACT_ROWS if self.device.type == "cpu" else None    # a GPU takes one call
+        self.exact = Exact(max_configs=cfg.eval.exact_max_configs, rows_per_call=rows) \
             if enumerable and not est.deterministic else None
         self.exact_is_self = enumerable and est.deterministic
-        self.device = next(model.parameters()).device
 
     def __call__(self, step: int, beta: float) -> dict[str, float]:
         devices = [self.device] if self.device.type == "cuda" else []

@@ -19,9 +19,10 @@ RUN_NAME_TAG = "mlflow.runName"
 LABEL_KEYS = ("estimator", "conditioning", "task", "latent", "kl", "free_bits",
               "free_bits_mode", "seed")
 # config keys that do not change what a run computes: left out of config_hash
-# (dotted: one key of a section; checkpoints say where and how often state is saved)
+# (dotted: one key of a section; checkpoints say where and how often state is
+# saved, exact's rows_per_call into how many calls of f its sum is split)
 HASH_EXCLUDE = ("rerun", "progress", "mlflow", "hydra", "train.checkpoint_every",
-                "train.checkpoint_dir")
+                "train.checkpoint_dir", "estimator.rows_per_call")
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -8,7 +8,12 @@
   eval.samples=true the sample grids and gen/class_accuracy through the cached
   classifier), on digits at the defaults and on mnist5k at the conditioning
   study's lighter settings (one 28x28 evaluation at the defaults costs tens of
-  seconds of CPU, mostly the 32-sample IWAE bound on 512 images).
+  seconds of CPU, mostly the 32-sample IWAE bound on 512 images);
+- the share of evaluation in the default conv run on digits
+  (`model.family=conv conditioning=adaln latent.D=4 eval.samples=true`: 2,000
+  steps, five evaluations), perf/eval_seconds over perf/wall_seconds as the
+  run logs them (extra_info "eval_share"); under --benchmark-disable a
+  200-step run with two evaluations.
 
 Timings are reported (pytest-benchmark's table, extra_info), never asserted:
 the machine is shared. Under --benchmark-disable (the CI smoke run) each runs
@@ -31,10 +36,10 @@ LATENTS = {"gaussian": ["latent=gaussian", "latent.D=196", "estimator=reparam"],
            "categorical": ["latent.D=49", "latent.K=10", "estimator=gumbel"]}
 
 
-def trainer(overrides):
+def trainer(overrides, log=lambda step, metrics: None):
     from bench.job.train import Trainer
     cfg = compose_config(["model.family=conv", "conditioning=adaln", *overrides])
-    return Trainer(cfg, lambda step, metrics: None)
+    return Trainer(cfg, log)
 
 
 @pytest.fixture
@@ -66,3 +71,15 @@ def test_conv_evaluation_with_samples(benchmark, threads, task):
     tr.evaluator(0, 1.0)        # loads (or trains once and caches) the classifier
     out = benchmark.pedantic(lambda: tr.evaluator(0, 1.0), rounds=3, iterations=1)
     assert {"val/elbo", "grad/log10_var", "gen/class_accuracy"} <= set(out)
+
+
+def test_conv_default_run_evaluation_share(benchmark, threads):
+    short = ["train.steps=200", "train.eval_every=100"] if benchmark.disabled else []
+    logged = {}
+    tr = trainer(["latent.D=4", "eval.samples=true", *short], lambda step, metrics: logged.update(metrics))
+    threads(1)
+    benchmark.pedantic(tr.run, rounds=1, iterations=1)
+    share = logged["perf/eval_seconds"] / logged["perf/wall_seconds"]
+    assert 0 < share < 1
+    benchmark.extra_info.update(eval_share=share, eval_seconds=logged["perf/eval_seconds"],
+                                wall_seconds=logged["perf/wall_seconds"])
