@@ -19,9 +19,10 @@ Gaussian estimators (`latent = "gaussian"`): the first argument is `params`
 Target (`Estimator.target`): "expectation", mean_b E_{z~q_b}[f(z)_b], or
 "bound", the S-sample bound mean_b E[log (1/S) sum_s exp f(z_s)_b] (`vimco`).
 
-`f` may depend on parameters, `logits` included; those pathwise gradients are
-part of the estimate. `context` (B, C) feeds input-dependent baselines; without
-it they see the detached logits.
+`f` values each sample on its own, so a caller may split the S axis over
+several calls (`call_in_chunks`). It may depend on parameters, `logits`
+included; those pathwise gradients are part of the estimate. `context` (B, C)
+feeds input-dependent baselines; without it they see the detached logits.
 
 Estimator parameters (baselines, temperatures, control variates) are trained
 by `aux_loss` only: the gradient of `loss` never reaches them and the gradient
@@ -55,6 +56,16 @@ from torch import Tensor, nn
 from .registry import Registry
 
 Fn = Callable[[Tensor], Tensor]
+
+
+def call_in_chunks(f: Fn, z: Tensor, max_rows: Optional[int]) -> Tensor:
+    """f(z) for z (S, B, ...) in calls of whole samples, at most `max_rows` rows
+    (samples x batch) a call; None: one call. f values each sample on its own
+    (the contract above), so the result is that of one call. (S, B)"""
+    S, B = z.shape[:2]
+    if max_rows is None or S * B <= max_rows:
+        return f(z)
+    return torch.cat([f(part) for part in z.split(max(1, max_rows // B))])
 
 ESTIMATORS: Registry[type["Estimator"]] = Registry(
     "estimator", package=__name__.rsplit(".", 1)[0], entry_points="discrete_latent_bench.estimators")

@@ -3,6 +3,10 @@
 The reference against which every other estimator is tested, and the right
 choice whenever K^D is small: zero variance, one batched call of f by default.
 
+f receives every configuration for every example: z's batch axis is an
+expand (stride 0), which a model may use to decode each configuration once
+per distinct condition (models.conv does).
+
 `rows_per_call` bounds the rows of one call of f (configurations x batch) and
 splits the configurations over several calls; the sum is the same. On a CPU
 a few thousand rows keep the decoder's activations in cache. The harness's
@@ -20,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Estimate, Estimator, Fn, register
+from .base import Estimate, Estimator, Fn, call_in_chunks, register
 from .sampling import log_prob
 
 
@@ -71,10 +75,7 @@ class Exact(Estimator):
         self.check_latent(D, K)
         z = all_configs(D, K, logits).unsqueeze(1).expand(n, B, D, K)   # (N, B, D, K)
         weights = log_prob(logits, z).exp()                             # (N, B)
-        if self.rows_per_call is None or n * B <= self.rows_per_call:
-            values = f(z)                                               # (N, B)
-        else:
-            values = torch.cat([f(part) for part in z.split(max(1, self.rows_per_call // B))])
+        values = call_in_chunks(f, z, self.rows_per_call)               # (N, B)
         per_example = (weights * values).sum(0)                         # (B,)
         return Estimate(loss=-per_example.mean(), value=per_example.detach(),
                         metrics={})

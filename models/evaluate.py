@@ -28,14 +28,15 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from estimators.base import call_in_chunks
+
 from . import metrics
 from .data import Batch
 
 
 def _log_likelihood(model, batch: Batch, z: Tensor, max_rows: int) -> Tensor:
     """log p(x | z, c) in chunks of samples so S * B rows never exceed max_rows. (S, B)"""
-    step = max(1, max_rows // batch.size)
-    return torch.cat([model.log_likelihood(batch, z[i:i + step]) for i in range(0, z.shape[0], step)])
+    return call_in_chunks(lambda part: model.log_likelihood(batch, part), z, max_rows)
 
 
 def evaluate(model, batch: Batch, n_iw: int = 64, n_samples: int = 1,

@@ -77,8 +77,7 @@ def paired_tables(runs: pd.DataFrame, by: Sequence[str],
                      unit=_unit(metric).strip() or "that of the metric")})]
     if not frames:
         text.append("\nNo finished run logged a metric to compare.\n")
-    cols = ["table", "metric"] + group + list(PAIR_COLS)
-    frame = pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+    frame = _frame(frames, group)
     settings, extra = _settings_compared(runs, by, tables)
     if extra is not None:
         text.append(settings)
@@ -114,8 +113,13 @@ def _settings_compared(runs: pd.DataFrame, by: Sequence[str],
         text.append(f"\n## `{name}.md`: {metric}, by setting\n\n")
         header, rows = _table(pairs, group)
         text.append(md_table(header, rows) + "\n" if rows else "Nothing to compare.\n")
+    return "".join(text), _frame(frames, group) if frames else None
+
+
+def _frame(frames: list, group: list) -> pd.DataFrame:
+    """The CSV rows: table, metric, the group keys, then the pair columns."""
     cols = ["table", "metric"] + group + list(PAIR_COLS)
-    return "".join(text), pd.concat(frames, ignore_index=True)[cols] if frames else None
+    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
 
 
 def _table(pairs: pd.DataFrame, group: list) -> tuple[list, list]:
