@@ -85,10 +85,11 @@ class Disarm(Estimator):
         b, bt = antithetic_pair(a.detach(), P)               # (P, B, D) each
         f_all = f(one_hot_bernoulli(torch.cat([b, bt])))     # (2P, B)
         f_b, f_bt = f_all.split(P)                           # (P, B) each
-        sign = 1 - 2 * bt                                    # (-1)^{b~}
-        differs = (b != bt).to(a.dtype)
-        g_a = (0.5 * (f_b - f_bt).unsqueeze(-1) * sign * differs
-               * pair_weight(a)).detach()                    # (P, B, D)
+        with torch.no_grad():                                # a coefficient: no graph
+            sign = 1 - 2 * bt                                # (-1)^{b~}
+            differs = (b != bt).to(a.dtype)
+            g_a = (0.5 * (f_b - f_bt).unsqueeze(-1) * sign * differs
+                   * pair_weight(a))                         # (P, B, D)
         # value: mean f over the 2P points; gradient: its pathwise part plus
         # g_a pushed through a, which has value 0
         score = (g_a.mean(0) * (a - a.detach())).sum(-1)     # (B,)

@@ -39,7 +39,7 @@ class LatentModel(nn.Module):
     @classmethod
     def latent_sizes(cls, task) -> dict[str, dict]:
         """{latent kind: sizes} that suit `task` when only a latent name is given."""
-        return {"categorical": dict(D=8, K=10), "gaussian": dict(D=8)}
+        return {"categorical": dict(D=8, K=10), "bernoulli": dict(D=8), "gaussian": dict(D=8)}
 
     @classmethod
     def default_latent(cls, task, kind: str) -> Latent:
@@ -91,7 +91,7 @@ class LatentModel(nn.Module):
         """p(z | y) from a learned table per class, or the fixed prior without one."""
         if table is None:
             return self.fixed_prior(batch, like)
-        return table(batch.c).view(batch.size, *self.latent.param_shape)
+        return self.latent.params(table(batch.c))
 
     def drop_latent(self, code: Tensor, null: Tensor, p: float) -> Tensor:
         """Latent dropout: each row of code (N, ...) becomes `null` (...) with

@@ -16,6 +16,10 @@ Keys (those that do not apply to a model are absent):
     latent/strategy_nmi                  `strategies` only (batch.truth set), categorical only
 The toy model (no prior, `exact_objective`) reports val/elbo = E f exactly.
 
+`single_sample_elbo(model, batch)`: the measure REBAR, RELAX and DisARM report
+on the training set, mean_x [log p(x|z,c) + log p(z|c) - log q(z|x,c)] with one
+z ~ q(z|x,c) per example (the KL sampled, as in their f).
+
 Runs under torch.no_grad in eval mode (so no latent dropout) and restores the
 model's mode afterwards. Noise comes from `generator` (device of the batch) or
 the global RNG.
@@ -51,6 +55,30 @@ def evaluate(model, batch: Batch, n_iw: int = 64, n_samples: int = 1,
             return _evaluate(model, batch, n_iw, n_samples, generator, max_rows)
     finally:
         model.train(was_training)
+
+
+def single_sample_elbo(model, batch: Batch, generator: Optional[torch.Generator] = None,
+                       rows: int = 4096) -> float:
+    """The papers' training ELBO of `model` on `batch` (module docstring), in
+    chunks of `rows` examples; eval mode, no gradient."""
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    try:
+        with torch.no_grad():
+            lat = model.latent
+            for start in range(0, batch.size, rows):
+                part = batch.index(torch.arange(start, min(start + rows, batch.size),
+                                                device=batch.c.device))
+                q, p = model.posterior(part), model.prior(part)     # (b, D, K) | (b, D, 2)
+                z = lat.sample(q, 1, generator)                      # (1, b, ...)
+                f = model.log_likelihood(part, z)                    # (1, b)
+                if p is not None:
+                    f = f + lat.log_prob(p, z) - lat.log_prob(q, z)
+                total += float(f.double().sum())
+    finally:
+        model.train(was_training)
+    return total / batch.size
 
 
 def _evaluate(model, batch, n_iw, n_samples, generator, max_rows) -> dict[str, float]:

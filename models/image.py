@@ -20,15 +20,18 @@ The models of the estimator papers are options (defaults: today's network):
                            use no normalisation)
   center_input             the encoder sees x minus the training mean (DisARM's
                            --demean_input)
+  init=glorot              Glorot-uniform weights and zero biases in encoder and
+                           decoder (the papers' Keras/TF layers); default: PyTorch's
   output_bias_init=data    the decoder's output bias starts at logit(training pixel
                            mean), the mean clipped to [1e-3, 1 - 1e-3] so that
                            always-off pixels get a finite bias (DisARM's
                            --initialize_with_bias)
 Both data-dependent options read the task's training split at build time.
 
-A categorical z (S, B, D, K) is flattened to (S, B, D*K) before the first
-linear layer, which is the embedding z @ table summed over variables: hard,
-soft and straight-through samples all pass.
+The decoder reads `latent.code(z)`: a categorical z (S, B, D, K) flattened to
+(S, B, D*K), which is the embedding z @ table summed over variables (hard,
+soft and straight-through samples all pass); a Bernoulli latent's signed bit
+2b - 1 (S, B, D), the papers' binary VAE.
 
 Batch: x (B, P) float in {0, 1}, c (B,) long label. Axis legend: S samples,
 B batch, P pixels, D latent variables, K categories, E label embedding.
@@ -52,6 +55,8 @@ from .registry import check_choice, check_latent_options, check_range
 ACTIVATIONS = tuple(layers.ACTIVATIONS)
 NORMS = tuple(layers.NORMS)
 BIAS_INITS = ("default", "data")         # default: PyTorch's uniform init of nn.Linear
+INITS = ("default", "glorot")            # glorot: Keras' glorot_uniform and zero biases
+CONTEXTS = ("features", "input")
 MEAN_CLIP = 1e-3                         # the training mean is clipped to [c, 1 - c] before the logit
 
 
@@ -89,6 +94,9 @@ class ImageConfig:
     norm: str = "layer"                # layer | none: after each hidden Linear
     center_input: bool = False         # encoder input x - training mean
     output_bias_init: str = "default"  # default | data: decoder output bias = logit(training mean)
+    init: str = "default"              # default (PyTorch's) | glorot: Glorot-uniform weights, zero biases
+    context: str = "features"          # what input-dependent baselines see: features (the encoder's
+                                       # last hidden layer) | input (x itself, as DisARM's RELAX network)
 
     def __post_init__(self):
         check_latent_options(self)
@@ -105,6 +113,8 @@ class ImageConfig:
         check_range("negative_slope", self.negative_slope, 0.0)
         check_choice("norm", self.norm, NORMS)
         check_choice("output_bias_init", self.output_bias_init, BIAS_INITS)
+        check_choice("init", self.init, INITS)
+        check_choice("context", self.context, CONTEXTS)
         if not isinstance(self.center_input, bool):
             raise ValueError(f"center_input={self.center_input!r} is not valid; it must be true or false")
 
@@ -127,8 +137,7 @@ class ImageCVAE(LatentModel):
         super().__init__(task, latent, conditioning, config)
         config = self.config
         P, n_classes = task.spec["n_pixels"], task.spec["n_classes"]
-        n_params = int(torch.Size(latent.param_shape).numel())
-        code = latent.code_size()
+        n_params, code = latent.n_params, latent.code_size()
         # a type that uses no condition (none) gets no label embedding and one prior table
         labelled = conditioning is None or cond_types.get(conditioning).uses_condition
         enc_cond = conditioning if config.encoder_conditioned and labelled else None
@@ -144,8 +153,14 @@ class ImageCVAE(LatentModel):
         if self.prior_table is not None:
             nn.init.zeros_(self.prior_table.weight)
         self.null_code = nn.Parameter(torch.zeros(code))       # the "no latent" input
-        self.prior_logits = nn.Parameter(torch.zeros(latent.param_shape)) \
-            if config.learned_prior and not labelled else None  # (D, K) | (D, 2)
+        self.prior_logits = nn.Parameter(torch.zeros(latent.raw_shape)) \
+            if config.learned_prior and not labelled else None  # (D, K) | (D, 2) | (D,)
+        if config.init == "glorot":
+            # the networks' own layers; a conditioning type's maps keep their init (film: zero)
+            for name, layer in (nm for net in (self.encoder, self.decoder) for nm in net.named_modules()):
+                if isinstance(layer, nn.Linear) and not name.startswith("mods"):
+                    nn.init.xavier_uniform_(layer.weight)
+                    nn.init.zeros_(layer.bias)
         if config.center_input or config.output_bias_init == "data":
             mean = train_pixel_mean(task)                          # (P,)
             if config.center_input:
@@ -171,19 +186,19 @@ class ImageCVAE(LatentModel):
 
     def posterior(self, batch: Batch) -> Tensor:
         c = self._enc_cond(batch)
-        out = self.encoder.head(self._enc_features(batch, c), c)           # (B, D*K | D*2)
-        return out.view(batch.size, *self.latent.param_shape)
+        out = self.encoder.head(self._enc_features(batch, c), c)           # (B, n_params)
+        return self.latent.params(out)                                      # (B, D, K) | (B, D, 2)
 
     def prior(self, batch: Batch) -> Tensor:
         if self.prior_logits is not None:
-            return self.prior_logits.expand(batch.size, *self.latent.param_shape)
+            return self.latent.params(self.prior_logits[None]).expand(batch.size, *self.latent.param_shape)
         return self.class_prior(batch, self.prior_table, self.null_code)
 
     def logits(self, batch: Batch, z: Tensor) -> Tensor:
         """Pixel logits (S, B, P) of p(x | z, c)."""
         self.check_z(batch, z)
         S, B = z.shape[:2]
-        code = z.reshape(S, B, -1)                                          # (S, B, D*K | D)
+        code = self.latent.code(z)                                          # (S, B, code_size)
         code = self.drop_latent(code.reshape(S * B, -1), self.null_code,
                                 self.config.latent_dropout).view(S, B, -1)
         c = self.dec_label(batch.c).expand(S, B, -1) if self.dec_label is not None else None  # (S, B, E)
@@ -199,5 +214,7 @@ class ImageCVAE(LatentModel):
         return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)   # (S, B)
 
     def context(self, batch: Batch) -> Tensor:
+        if self.config.context == "input":
+            return batch.x.to(self.null_code.dtype)                              # (B, P)
         with torch.no_grad():
             return self._enc_features(batch, self._enc_cond(batch)).detach()   # (B, hidden[-1] | P)

@@ -34,7 +34,13 @@ class Precision(str, Enum):
 
 class LatentName(str, Enum):
     categorical = "categorical"
+    bernoulli = "bernoulli"    # one logit per variable; estimators see it as K = 2 logits [0, a]
     gaussian = "gaussian"
+
+
+class KLForm(str, Enum):
+    analytic = "analytic"  # f = log p(x|z); the KL term exact per variable, outside the estimator
+    sampled = "sampled"    # f = log p(x|z) + log p(z) - log q(z|x): the papers' single-sample ELBO
 
 
 class KLSchedule(str, Enum):
@@ -71,6 +77,9 @@ class TrainConf:
     batch_size: int = 64        # training minibatch
     lr: float = 1e-3            # Adam, model parameters
     estimator_lr: float = 1e-3  # Adam, the estimator's own parameters (aux_loss)
+    # torch's fused Adam kernel (one pass over all parameters instead of a loop of small
+    # ops): the same update up to float rounding, measurably faster on small models
+    fused_adam: bool = False
     # SGD on the model's learned prior (model.prior_parameters(), e.g. DisARM's prior
     # logits at 1e-2), which the Adam then leaves out; null = the prior is in the Adam
     prior_lr: Optional[float] = None
@@ -91,6 +100,9 @@ class EvalConf:
     batch_size: int = 512       # examples per evaluation (the first n of eval.split; >= its size: all of it)
     split: EvalSplit = EvalSplit.val  # val | test: the held-out split val/* are computed on
     iwae_samples: int = 32      # S of the importance-weighted bound val/iwae
+    # trainset/elbo, the papers' training measure (single-sample ELBO, KL sampled) on the
+    # first N training images, one fixed binarisation; 0 = off, >= the split's size = all of it
+    train_elbo_size: int = 0
     grad_stats: bool = True     # grad/* at every evaluation
     grad_samples: int = 32      # N independent gradient estimates
     grad_batch_size: int = 64   # batch the gradient statistics are computed on
@@ -104,7 +116,7 @@ class EvalConf:
 class LatentConf:
     name: LatentName = LatentName.categorical
     D: Optional[int] = None     # latent variables; None = the task's default
-    K: Optional[int] = None     # categories per variable (categorical); None = the task's default
+    K: Optional[int] = None     # categories per variable (categorical only); None = the task's default
 
 
 @dataclass
@@ -116,6 +128,9 @@ class KLConf:
     ratio: float = 0.5          # cyclical: fraction of each cycle spent ramping
     free_bits: float = 0.0      # lambda, nats; 0 leaves the KL unchanged
     free_bits_mode: FreeBitsMode = FreeBitsMode.batch
+    # how the KL enters an estimator of an expectation: analytic beside it, or sampled inside f
+    # (REBAR, RELAX, DisARM); bounds (vimco) always hold it inside f
+    form: KLForm = KLForm.analytic
 
 
 @dataclass

@@ -73,10 +73,13 @@ def validate(cfg) -> None:
                               "unknown option")
     cls = estimators.get(est_name)
     latent = cfg.latent.name
-    if cls.latent != latent:
-        fits = [n for n in estimators.names() if estimators.get(n).latent == latent]
+    kind = models.latents.get(latent).estimator_kind     # bernoulli: categorical logits [0, a]
+    if cls.latent != kind:
+        fits = [n for n in estimators.names() if estimators.get(n).latent == kind]
+        takes = " or ".join(f"latent={n}" for n in models.latents.names()
+                            if models.latents.get(n).estimator_kind == cls.latent)
         raise ConfigError("estimator", est_name, ", ".join(fits),
-                          f"it needs latent={cls.latent}, the config has latent={latent}")
+                          f"it needs {takes}, the config has latent={latent}")
     try:
         est = estimators.build(est_name, **opts)
     except ValueError as e:
@@ -88,7 +91,9 @@ def validate(cfg) -> None:
     D, K = cfg.latent.D, cfg.latent.K       # None: the task's default (models.default_latent)
     if D is not None:
         _range("latent.D", D, 1, integer=True)
-    if latent == "categorical" and K is not None:
+    if latent == "bernoulli":
+        K = 2                               # latent.K is unused (a task's default K too)
+    if kind == "categorical" and K is not None:
         _range("latent.K", K, 2, integer=True)
         if D is not None:
             try:
@@ -110,6 +115,9 @@ def validate(cfg) -> None:
     if not cls.free_bits and kl.free_bits > 0:
         raise ConfigError("kl.free_bits", kl.free_bits, f"0 with estimator={est_name}",
                           f"{est_name}'s {cls.target} has no separate KL term to clamp")
+    if kl.form == "sampled" and kl.free_bits > 0:
+        raise ConfigError("kl.free_bits", kl.free_bits, "0 with kl.form=sampled",
+                          "a sampled KL inside f has no per-variable term to clamp; use kl.form=analytic")
     _range("latent_dropout", cfg.latent_dropout, 0, 1, hi_open=True)
     if cfg.temperature.final is not None:
         _range("temperature.final", cfg.temperature.final, 0, lo_open=True)
@@ -137,6 +145,7 @@ def validate(cfg) -> None:
     e = cfg.eval
     _range("eval.batch_size", e.batch_size, 1, integer=True)
     _range("eval.iwae_samples", e.iwae_samples, 1, integer=True)
+    _range("eval.train_elbo_size", e.train_elbo_size, 0, integer=True)
     _range("eval.grad_samples", e.grad_samples, 2, integer=True)
     _range("eval.grad_batch_size", e.grad_batch_size, 1, integer=True)
     if cfg.threads is not None:

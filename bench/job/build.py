@@ -35,13 +35,13 @@ def build(cfg, device: torch.device, task=None):
     sizes = {"D": default.D if lat.D is None else lat.D}
     if lat.name == "categorical":
         sizes["K"] = default.K if lat.K is None else lat.K
-    latent = models.latents.build(lat.name, **sizes)
+    latent = models.latents.build(lat.name, **sizes)     # bernoulli and gaussian take no K
     extra = dict(cfg.model)
     if cfg.latent_dropout > 0:
         extra["latent_dropout"] = cfg.latent_dropout
     model = models.build(task, latent, conditioning=cfg.conditioning.name,
                          **_opts(cfg.conditioning), **extra).to(device)
     est = estimators.build(cfg.estimator.name, **_opts(cfg.estimator)).to(device)
-    if lat.name == "categorical":
+    if latent.estimator_kind == "categorical":
         est.check_latent(latent.D, latent.K)   # sizes validation could not see (task defaults)
     return task, model, est

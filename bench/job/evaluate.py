@@ -10,6 +10,10 @@
               val/recon, val/kl (analytic), val/elbo = recon - kl, val/iwae with
               S = `eval.iwae_samples`; collapse metrics (models.metrics);
               latent/strategy_nmi on `strategies`. Toy: val/elbo = E f exactly.
+- trainset/elbo  with `eval.train_elbo_size` = N > 0: the single-sample ELBO
+              (KL sampled; `models.evaluate.single_sample_elbo`) on the first N
+              images of the training split, one fixed binarisation: the measure
+              REBAR, RELAX and DisARM report, beside the held-out bound.
 - grad/*      `estimators.gradient_stats` of the training objective on a fixed
               training minibatch, over the encoder's parameters: log10_var, snr,
               seconds_per_estimate; bias and cosine against exact enumeration
@@ -42,6 +46,7 @@ import estimators
 import models
 from estimators.exact import Exact
 from models import adherence, samples
+from models.evaluate import single_sample_elbo
 from .objective import objective
 
 # decoder rows the gradient-statistics estimates may run in one vmap chunk
@@ -65,6 +70,8 @@ class Evaluator:
         self.lam, self.mode = lam, mode
         # eval.split (val | test); the keys stay val/* so curves and tables read one name
         self.val = _first(task.split(cfg.eval.split), cfg.eval.batch_size)
+        n_train = cfg.eval.get("train_elbo_size", 0)
+        self.trainset = _first(task.split("train"), n_train) if n_train > 0 else None
         g = task.generator(cfg.seed + 7919)           # a fixed minibatch for grad stats
         self.gbatch = task.sample("train", cfg.eval.grad_batch_size, g)
         self.params = list(model.posterior_parameter_names())   # q(z|x,c)'s parameters
@@ -100,6 +107,8 @@ class Evaluator:
         """val/*, collapse/*, latent/* from models.evaluate (one source of truth
         for the definitions)."""
         out = models.evaluate(self.model, self.val, n_iw=self.cfg.eval.iwae_samples)
+        if self.trainset is not None:
+            out["trainset/elbo"] = single_sample_elbo(self.model, self.trainset)
         return {k: float(v) for k, v in out.items()}
 
     def generated(self, step: int) -> dict[str, float]:
@@ -126,8 +135,8 @@ class Evaluator:
 
     def grad_stats(self, beta: float) -> dict[str, float]:
         m, est, b = self.model, self.est, self.gbatch
-        lam, mode = self.lam, self.mode
-        loss = lambda e: (lambda: objective(m, e, b, beta, lam, mode).loss)  # noqa: E731
+        lam, mode, sampled = self.lam, self.mode, self.cfg.kl.form == "sampled"
+        loss = lambda e: (lambda: objective(m, e, b, beta, lam, mode, sampled).loss)  # noqa: E731
         exact_fn = loss(self.exact) if self.exact is not None else None
         n = self.cfg.eval.grad_samples
         # one vmap chunk (fewest passes) unless the estimates together would run

@@ -14,6 +14,13 @@ Estimators of a multi-sample bound (`target == "bound"`: vimco) get f(z) = log p
 and no separate KL: at beta = 1 the target is the IWAE bound and `obj.elbo`
 is that bound. Free bits are refused for them (`Estimator.free_bits`).
 
+`sampled=True` (`kl.form=sampled`) gives estimators of an expectation the
+same f: the single-sample ELBO with the KL sampled inside it, as REBAR, RELAX
+and DisARM train their binary VAEs (their estimators see log p(x, b) - log q(b|x),
+and its pathwise gradient through log q is part of the estimate); no separate
+KL term, free bits refused (bench.config.validate). `obj.kl` stays the
+analytic KL, for logging.
+
 Models without a prior (`model.prior(batch) is None`, the toy) have no KL:
 the estimator maximises E f directly.
 
@@ -53,7 +60,8 @@ class Objective:
     metrics: dict[str, Tensor] = field(default_factory=dict)
 
 
-def objective(model, est, batch, beta: float, lam: float = 0.0, mode: str = "batch") -> Objective:
+def objective(model, est, batch, beta: float, lam: float = 0.0, mode: str = "batch",
+              sampled: bool = False) -> Objective:
     params = model.posterior(batch)               # (B, D, K) logits | (B, D, 2)
     prior = model.prior(batch)                    # broadcastable params | None
     if prior is not None and prior.dim() > 1 and prior.shape[0] > 1 and prior.stride(0) == 0:
@@ -62,14 +70,15 @@ def objective(model, est, batch, beta: float, lam: float = 0.0, mode: str = "bat
         prior = prior[:1]
     context = model.context(batch) if est.uses_context else None   # (B, C) detached
     latent = model.latent
-    if est.target == "bound":
+    if est.target == "bound" or (sampled and prior is not None):
         def f(z: Tensor) -> Tensor:               # z (S, B, D, K) -> (S, B)
             ll = model.log_likelihood(batch, z)
             if prior is None:
                 return ll
-            return ll + beta * (latent.log_prob(prior, z) - latent.log_prob(params, z))
+            return ll + beta * latent.log_ratio(prior, params, z)
         out = est(params, f, context)
-        kl = torch.zeros_like(out.value) if prior is None else latent.kl(params, prior).sum(-1).detach()
+        with torch.no_grad():                     # logged only: no graph
+            kl = torch.zeros_like(out.value) if prior is None else latent.kl(params, prior).sum(-1)
         return Objective(out.loss, out.aux_loss, out.value, kl, out.metrics)
 
     f = lambda z: model.log_likelihood(batch, z)  # noqa: E731

@@ -73,6 +73,12 @@ def peak_mem_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux: KiB
 
 
+def adam_kernel(cfg) -> dict:
+    """Adam's implementation: `train.fused_adam` picks torch's fused kernel,
+    else torch's default (foreach) is left to choose."""
+    return {"fused": True} if cfg.train.get("fused_adam", False) else {}
+
+
 class Trainer:
     def __init__(self, cfg, log: Log, desc: str = "", artifact: Optional[Artifact] = None,
                  task=None, checkpoint: Optional[CK.Checkpointing] = None):
@@ -89,6 +95,7 @@ class Trainer:
         budget = cfg.train.f_evals
         self.steps = steps = cfg.train.steps if budget is None else max(1, budget // self.f_per_step)
         self.lam, self.mode = float(cfg.kl.free_bits), cfg.kl.free_bits_mode
+        self.sampled = cfg.kl.form == "sampled"      # the KL inside f (bench.job.objective)
         self.beta = kl_schedule(cfg.kl, steps)
         self.tau = temperature_schedule(cfg.temperature, est.tau, steps) if est.temperature else None
         self.evaluator = Evaluator(cfg, task, model, est, self.lam, self.mode, artifact=self.artifact)
@@ -99,10 +106,12 @@ class Trainer:
         model.eval()
         est.eval()
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            objective(model, est, self.evaluator.gbatch, self.beta(0), self.lam, self.mode)
+            objective(model, est, self.evaluator.gbatch, self.beta(0), self.lam, self.mode,
+                      self.sampled)
         self.opt, self.prior_opt = self.optimisers(cfg, model)
         est_params = [p for p in est.parameters() if p.requires_grad]
-        self.est_opt = torch.optim.Adam(est_params, lr=cfg.train.estimator_lr) if est_params else None
+        self.est_opt = torch.optim.Adam(est_params, lr=cfg.train.estimator_lr,
+                                        **adam_kernel(cfg)) if est_params else None
         self.opts = list(self.named_opts().values())   # stepped together, every step
         self.step_model = step_view(model, device, cfg.train.precision, cfg.train.compile)
         self.final: dict[str, float] = {}
@@ -172,7 +181,7 @@ class Trainer:
                     if self.tau is not None:
                         self.est.tau = self.tau(step)
                     obj = objective(self.step_model, self.est, batch, self.beta(step),
-                                    self.lam, self.mode)
+                                    self.lam, self.mode, self.sampled)
                     loss = obj.loss
                     if nan_at is not None and step == nan_at:
                         loss = loss * float("nan")      # debug.nan_at_step: the failure path
@@ -206,16 +215,16 @@ class Trainer:
         """(Adam on the model, SGD on its learned prior or None). With train.prior_lr
         set, the parameters `model.prior_parameters()` names get their own SGD
         (DisARM, Dong et al. 2020: prior logits by SGD at 1e-2) and leave the Adam."""
-        lr = cfg.train.prior_lr
+        lr, kernel = cfg.train.prior_lr, adam_kernel(cfg)
         if lr is None:
-            return torch.optim.Adam(model.parameters(), lr=cfg.train.lr), None
+            return torch.optim.Adam(model.parameters(), lr=cfg.train.lr, **kernel), None
         prior = model.prior_parameters()
         if not prior:
             raise ValueError(f"train.prior_lr={lr!r} is not valid for this model: it has no "
                              f"learned prior (set model.learned_prior=true, or train.prior_lr=null)")
         ids = {id(p) for p in prior}
         rest = [p for p in model.parameters() if id(p) not in ids]
-        return torch.optim.Adam(rest, lr=cfg.train.lr), torch.optim.SGD(prior, lr=lr)
+        return torch.optim.Adam(rest, lr=cfg.train.lr, **kernel), torch.optim.SGD(prior, lr=lr)
 
     def update(self, loss: torch.Tensor, aux_loss) -> None:
         """One Adam step on the model, one SGD step on its prior when train.prior_lr

@@ -23,6 +23,10 @@ LABEL_KEYS = ("estimator", "conditioning", "task", "latent", "kl", "free_bits",
 # saved, exact's rows_per_call into how many calls of f its sum is split)
 HASH_EXCLUDE = ("rerun", "progress", "mlflow", "hydra", "train.checkpoint_every",
                 "train.checkpoint_dir", "estimator.rows_per_call")
+# keys added after runs were stored, with the value that computes what runs did
+# before the key existed: at that value a key is left out of config_hash, so
+# stored runs keep their identity (and a rerun still finds them FINISHED)
+HASH_DEFAULTS = {"kl.form": "analytic", "eval.train_elbo_size": 0, "train.fused_adam": False}
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -41,7 +45,8 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 def hashed(resolved: dict) -> dict:
     """The part of the resolved config that identifies a run: without the keys
     in HASH_EXCLUDE, which change where or how a run is logged or saved but
-    not what it computes, and without nulls in the open `model` dict (a null
+    not what it computes, without the keys of HASH_DEFAULTS at their defaults,
+    and without nulls in the open `model` dict (a null
     there is the default, the same as an absent key: declaring a key so that
     it can be set without `+` must not change the identity of runs that never
     set it)."""
@@ -49,6 +54,10 @@ def hashed(resolved: dict) -> dict:
     for dotted in (k for k in HASH_EXCLUDE if "." in k):
         section, key = dotted.split(".", 1)
         if isinstance(kept.get(section), dict) and key in kept[section]:
+            kept[section] = {k: v for k, v in kept[section].items() if k != key}
+    for dotted, default in HASH_DEFAULTS.items():
+        section, key = dotted.split(".", 1)
+        if isinstance(kept.get(section), dict) and kept[section].get(key, default) == default:
             kept[section] = {k: v for k, v in kept[section].items() if k != key}
     if isinstance(kept.get("model"), dict):
         kept["model"] = {k: v for k, v in kept["model"].items() if v is not None}

@@ -377,7 +377,7 @@ class TrainerStep:
         batch = tr.task.sample("train", tr.cfg.train.batch_size, tr.gen)
         if tr.tau is not None:
             tr.est.tau = tr.tau(step)
-        obj = objective(tr.step_model, tr.est, batch, tr.beta(step), tr.lam, tr.mode)
+        obj = objective(tr.step_model, tr.est, batch, tr.beta(step), tr.lam, tr.mode, tr.sampled)
         tr.update(obj.loss, obj.aux_loss)
         tr.meter.add(step, obj, obj.loss)
         self.n += 1
@@ -432,7 +432,8 @@ def build_paper_pair(label: str, seed: int = 0):
     gen.set_state(tr.gen.get_state())
     t = tr.cfg.train
     s = hand.PaperState(hand_model(tr.model), tr.task._raw("train").x, gen,
-                        batch=t.batch_size, lr=t.lr, prior_lr=t.prior_lr, **case.extras)
+                        batch=t.batch_size, lr=t.lr, prior_lr=t.prior_lr,
+                        fused=t.get("fused_adam", False), **case.extras)
     return s, TrainerStep(tr)
 
 
