@@ -31,9 +31,10 @@ holds the estimator as a submodule is safe, as are two separate optimisers.
 
 What the harness needs to know about an estimator is declared on its class
 (`Estimator` below documents each trait): target, unbiased, min_samples,
-latent, temperature, bf16_safe, free_bits, deterministic, uses_context, and the method
-`f_evaluations(D, K)`, its cost per estimate in evaluations of f. The harness
-reads these and never an estimator's name.
+latent, temperature, bf16_safe, free_bits, deterministic, uses_context,
+double_backward (a class attribute, or a property where options decide it),
+and the method `f_evaluations(D, K)`, its cost per estimate in evaluations
+of f. The harness reads these and never an estimator's name.
 
 Registration: `@register` on the class. Every module of this package is
 imported when the registry is first read (`estimators.registry`), so a new
@@ -150,6 +151,12 @@ class Estimator(nn.Module):
     # reads `context`: False lets the harness skip the features pass that makes it
     # (default True, so an estimator that does not say still gets it)
     uses_context: ClassVar[bool] = True
+    # the estimate differentiates a gradient that flows through f (create_graph
+    # over the model's pieces: a learned control variate's variance objective).
+    # torch.compile's aot_autograd has no double backward, so validation refuses
+    # train.compile for these; a subclass whose options decide it overrides this
+    # with a property
+    double_backward: ClassVar[bool] = False
 
     def __init__(self, *, n_samples: int = 1):
         super().__init__()

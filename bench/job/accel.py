@@ -22,6 +22,11 @@ Contract:
   RuntimeWarning names the piece and the error; `compiled` turns False and
   train logs perf/compiled = 0. Inductor's `fallback_random` is set so random
   ops inside compiled code draw from the same generator as eager code.
+  The fallback covers the forward pieces only. An estimator that declares
+  `double_backward` (REBAR; RELAX with use_f) differentiates a gradient of
+  f again, which aot_autograd cannot: that error comes from autograd's
+  backward pass, after the pieces returned, so bench.config.validate refuses
+  train.compile for it instead (ConfigError naming the estimator).
 - Evaluation (bench.job.evaluate) keeps the plain model in fp32, uncompiled:
   val/* and grad/* are comparable across precision and compile settings.
 """
