@@ -6,8 +6,11 @@ Run: python -m pytest -q tests/test_gpu_path_guards.py"""
 from __future__ import annotations
 
 import pytest
+import torch
 
+import estimators
 from bench.config.validate import ConfigError, validate
+from bench.job.train import NonFiniteError, train
 from tests.test_harness_train import cfg_of
 
 
@@ -37,3 +40,32 @@ def test_gpu_bench_skips_compile_where_validation_refuses_it(tmp_path):
                     "--tasks", "digits", "--estimators", "rebar", "--settings", "fp32+compile",
                     "--out", str(out)])
     assert out.read_text().strip() == ""            # no cell: nothing compiled, nothing failed
+
+
+# -- a NaN on an accelerator ---------------------------------------------------------
+def _no_device_assert(monkeypatch) -> list:
+    calls = []
+    monkeypatch.setattr(torch, "_assert_async", lambda *a, **k: calls.append(a))
+    return calls
+
+
+def test_nan_logits_off_the_host_take_no_device_side_assert(monkeypatch):
+    """The accelerator path, taken on a CPU: every tensor claims not to be on it."""
+    est = estimators.build("reinforce")
+    logits = torch.full((4, 2, 3), float("nan"))
+    calls = _no_device_assert(monkeypatch)
+    monkeypatch.setattr(torch.Tensor, "is_cpu", property(lambda self: False))
+    out = est(logits, lambda z: z.flatten(2).sum(-1))
+    monkeypatch.undo()
+    assert calls == [] and not torch.isfinite(out.loss)     # the loss carries the NaN on
+
+
+def test_nan_on_an_accelerator_ends_the_run_with_non_finite_error(monkeypatch):
+    from estimators import base
+    calls = _no_device_assert(monkeypatch)
+    monkeypatch.setattr(base, "_is_host", lambda t: False)
+    with pytest.raises(NonFiniteError, match="non-finite train/loss at step 2"):
+        train(cfg_of("debug.nan_at_step=2"), log=lambda s, m: None)
+    assert calls == []
+    monkeypatch.undo()
+    train(cfg_of("train.steps=2"), log=lambda s, m: None)     # the process goes on

@@ -13,7 +13,9 @@ in one `log(s, metrics)` call per step:
   perf/peak_mem_mb, perf/eval_seconds, perf/wall_seconds every `train.log_every`.
 
 Between logging steps nothing leaves the device (bench.job.meter); a NaN/inf
-loss or evaluation metric raises `NonFiniteError` at the next flush.
+loss or evaluation metric raises `NonFiniteError` at the next flush. That is
+also how non-finite logits surface on an accelerator, where the estimator does
+not check them per step (estimators.base); on a CPU it raises at once.
 
 Device and speed: `device=auto` is CUDA when present; the data set lives on
 the device and minibatches are gathered there. The training step sees the
