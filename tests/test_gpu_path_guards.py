@@ -9,6 +9,8 @@ import pytest
 import torch
 
 import estimators
+from bench.job import accel
+from bench.job.build import build
 from bench.config.validate import ConfigError, validate
 from bench.job.train import NonFiniteError, train
 from tests.test_harness_train import cfg_of
@@ -69,3 +71,39 @@ def test_nan_on_an_accelerator_ends_the_run_with_non_finite_error(monkeypatch):
     assert calls == []
     monkeypatch.undo()
     train(cfg_of("train.steps=2"), log=lambda s, m: None)     # the process goes on
+
+
+# -- TF32 and evaluation -------------------------------------------------------------
+def _tf32_state() -> tuple:
+    return accel._tf32_settings()[1:]
+
+
+@pytest.fixture
+def tf32_restored():
+    saved = accel._tf32_settings()
+    yield
+    accel._restore_tf32(saved)
+
+
+def test_evaluation_of_a_tf32_run_is_plain_fp32(monkeypatch, tf32_restored):
+    import models
+    from bench.job.evaluate import Evaluator
+    cfg = cfg_of("train.precision=tf32", "eval.grad_stats=false")
+    task, model, est = build(cfg, torch.device("cpu"))
+    ev = Evaluator(cfg, task, model, est, 0.0, "batch")
+    accel.step_view(model, torch.device("cuda"), "tf32")    # what a CUDA tf32 run switches on
+    on = _tf32_state()
+    accel.set_tf32(False)
+    off = _tf32_state()
+    accel.set_tf32(True)
+    assert on != off
+    seen = []
+    evaluate = models.evaluate
+
+    def spy(*a, **k):
+        seen.append(_tf32_state())
+        return evaluate(*a, **k)
+    monkeypatch.setattr(models, "evaluate", spy)
+    ev(0, 1.0)
+    assert seen == [off]                    # evaluation: TF32 off
+    assert _tf32_state() == on              # training goes on in TF32
