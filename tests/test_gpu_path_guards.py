@@ -107,3 +107,47 @@ def test_evaluation_of_a_tf32_run_is_plain_fp32(monkeypatch, tf32_restored):
     ev(0, 1.0)
     assert seen == [off]                    # evaluation: TF32 off
     assert _tf32_state() == on              # training goes on in TF32
+
+
+# -- perf/peak_mem_mb and perf/steps_per_s ------------------------------------------------
+def test_peak_memory_is_the_jobs_not_the_process(monkeypatch):
+    import resource
+    big = torch.ones(2**28 // 4 * 3)            # 768 MiB touched, then freed: an earlier job
+    del big
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024    # the process's
+    logged = []
+    train(cfg_of("train.steps=2"), log=lambda s, m: logged.append(m))
+    peak = logged[-1]["perf/peak_mem_mb"]
+    assert 0 < peak < before - 500, (peak, before)
+
+
+def test_cuda_peak_stats_are_reset_once_per_job(monkeypatch):
+    from bench.job import meter, train as T
+    calls = []
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d=None: calls.append(d))
+    meter.reset_peak_mem(torch.device("cuda"))
+    assert calls == [torch.device("cuda")]
+    seen = []
+    monkeypatch.setattr(T, "reset_peak_mem", lambda d: seen.append(d))
+    T.Trainer(cfg_of(), log=lambda s, m: None)
+    T.Trainer(cfg_of(), log=lambda s, m: None)
+    assert seen == [torch.device("cpu")] * 2
+
+
+def test_the_compiling_first_step_is_not_in_the_rate(monkeypatch):
+    import time
+    slept = []
+
+    def slow_compile(fn, **kw):            # the first compiled call takes a second
+        def call(*a):
+            if not slept:
+                slept.append(1)
+                time.sleep(1.0)
+            return fn(*a)
+        return call
+    monkeypatch.setattr(accel.torch, "compile", slow_compile)
+    logged = []
+    train(cfg_of("train.compile=true"), log=lambda s, m: logged.append((s, m)))
+    rates = [m["perf/steps_per_s"] for s, m in logged if "train/loss" in m]
+    assert slept and len(rates) == 3
+    assert rates[0] > 3, rates              # with the sleep inside: 2 steps / > 1 s

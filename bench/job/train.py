@@ -10,7 +10,9 @@ in one `log(s, metrics)` call per step:
 - train/loss, train/elbo, train/kl, train/beta (means over the interval),
   estimator/* (the estimator's own metrics, last value), perf/steps_per_s,
   cost/f_evals (evaluations of f per example so far: steps x Estimator.f_evaluations),
-  perf/peak_mem_mb, perf/eval_seconds, perf/wall_seconds every `train.log_every`.
+  perf/peak_mem_mb, perf/eval_seconds, perf/wall_seconds every `train.log_every`
+  (perf/peak_mem_mb: the job's peak since it started; perf/steps_per_s leaves out
+  the compiling first step with train.compile: bench.job.meter says how).
 
 Between logging steps nothing leaves the device (bench.job.meter); a NaN/inf
 loss or evaluation metric raises `NonFiniteError` at the next flush. That is
@@ -43,7 +45,6 @@ and resumed run logs exactly what the uninterrupted one does (CPU).
 from __future__ import annotations
 
 import math
-import resource
 import sys
 import time
 from pathlib import Path
@@ -56,7 +57,7 @@ from . import checkpoint as CK
 from .accel import step_view
 from .build import build, pick_device
 from .evaluate import Evaluator
-from .meter import IntervalMeter
+from .meter import IntervalMeter, peak_mem_mb, reset_peak_mem
 from .objective import objective
 from .schedules import kl_schedule, temperature_schedule
 
@@ -69,18 +70,13 @@ class NonFiniteError(RuntimeError):
     """The loss or an evaluation metric became NaN or infinite."""
 
 
-def peak_mem_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux: KiB
-
-
 class Trainer:
     def __init__(self, cfg, log: Log, desc: str = "", artifact: Optional[Artifact] = None,
                  task=None, checkpoint: Optional[CK.Checkpointing] = None):
         self.cfg, self.log, self.desc, self.checkpoint = cfg, log, desc, checkpoint
         self.artifact = artifact or (lambda path, folder: None)
         self.device = device = pick_device(cfg.device)
+        reset_peak_mem(device)          # perf/peak_mem_mb: this job's, not the process's
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
@@ -180,6 +176,8 @@ class Trainer:
                         loss = loss * float("nan")      # debug.nan_at_step: the failure path
                     self.update(loss, obj.aux_loss)
                     meter.add(step, obj, loss)
+                    if step == start and cfg.train.compile:
+                        meter.exclude_so_far()  # this step compiled: not a speed
                     self.bar.update(1)
                     done = step + 1
                     if stop.caught is not None:
@@ -251,7 +249,7 @@ class Trainer:
             if cfg.train.compile:
                 metrics["perf/compiled"] = float(self.step_model.compiled)
             self.bar.set_postfix(elbo=f"{metrics['train/elbo']:.2f}",
-                                 steps_s=f"{metrics['perf/steps_per_s']:.0f}", refresh=False)
+                                 steps_s=f"{metrics.get('perf/steps_per_s', math.nan):.0f}", refresh=False)
             bad = meter.bad_step()
             if bad is not None:
                 raise NonFiniteError(f"non-finite train/loss at step {bad}")
