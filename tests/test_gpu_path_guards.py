@@ -5,6 +5,9 @@ off during evaluation, per-job peak memory, resume across device types.
 Run: python -m pytest -q tests/test_gpu_path_guards.py"""
 from __future__ import annotations
 
+import copy
+import math
+
 import pytest
 import torch
 
@@ -151,3 +154,56 @@ def test_the_compiling_first_step_is_not_in_the_rate(monkeypatch):
     rates = [m["perf/steps_per_s"] for s, m in logged if "train/loss" in m]
     assert slept and len(rates) == 3
     assert rates[0] > 3, rates              # with the sleep inside: 2 steps / > 1 s
+
+
+# -- resume on another device type ------------------------------------------------------
+def _cuda_checkpoint(tmp_path):
+    """A CPU run stopped at step 6, its file edited to read as written on CUDA
+    (a CUDA generator's state is 16 bytes, a CPU one's 5056)."""
+    from omegaconf import OmegaConf
+    from bench.job import checkpoint as CK
+    cfg = cfg_of("train.steps=10", "train.checkpoint_every=6")
+    ck = CK.Checkpointing(tmp_path / "run.pt", "run-a", "hash-a", OmegaConf.to_container(cfg), 6)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, log=lambda s, m: (_ for _ in ()).throw(KeyboardInterrupt) if s == 8 else None,
+              checkpoint=ck)
+    state = CK.read(ck.path, ck.config_hash, ck.config)
+    assert state["step"] == 6 and state.get("device", "cpu") == "cpu"
+    state["device"] = "cuda"
+    state["rng"]["cuda"] = torch.zeros(16, dtype=torch.uint8)
+    state["generator"] = torch.zeros(16, dtype=torch.uint8)
+    return cfg, ck, state
+
+
+TIMED = ("perf/", "grad/seconds_per_estimate")
+
+
+def resume(cfg, ck, state) -> list:
+    from bench.job.train import Trainer
+    logged = []
+    trainer = Trainer(cfg, lambda s, m: logged.append((s, {k: v for k, v in m.items()
+                                                           if not k.startswith(TIMED)})),
+                      checkpoint=ck)
+    with pytest.warns(RuntimeWarning, match=r"written on cuda, this run is on cpu: the data "
+                                            r"generator and CUDA RNG states do not carry over"):
+        trainer.restore(state)
+    trainer.run()
+    return logged
+
+
+def test_a_cuda_checkpoint_resumes_on_cpu_deterministically(tmp_path):
+    cfg, ck, state = _cuda_checkpoint(tmp_path)
+    # a copy each: the optimisers train the loaded state's tensors in place
+    a = resume(cfg, ck, copy.deepcopy(state))
+    assert [s for s, _ in a] == [6, 8, 10] and all(map(math.isfinite, a[-1][1].values()))
+    assert resume(cfg, ck, state) == a      # re-seeded from (seed, step): the same continuation
+
+
+def test_a_cpu_checkpoint_seeds_cuda_on_resume(monkeypatch):
+    from bench.job import checkpoint as CK
+    seeded, set_ = [], []
+    monkeypatch.setattr(torch.cuda, "manual_seed", seeded.append)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, d=None: set_.append(s))
+    CK.set_rng_state({"cpu": torch.get_rng_state()}, torch.device("cuda"), 5)   # no KeyError
+    assert seeded == [5] and set_ == []
+    assert CK.device_of({"rng": {"cpu": 0}}) == "cpu" and CK.device_of({"rng": {"cuda": 0}}) == "cuda"

@@ -47,6 +47,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -118,7 +119,7 @@ class Trainer:
         (bench.job.checkpoint says what and why)."""
         ck = self.checkpoint
         return {"format": CK.FORMAT, "config_hash": ck.config_hash, "run_id": ck.run_id,
-                "config": ck.config, "step": step,
+                "config": ck.config, "step": step, "device": self.device.type,
                 "model": self.model.state_dict(), "estimator": self.est.state_dict(),
                 "estimator_attrs": CK.scalar_attrs(self.est),
                 "optimisers": {k: o.state_dict() for k, o in self.named_opts().items()},
@@ -134,7 +135,15 @@ class Trainer:
         CK.load_module(path, "estimator", self.est, state["estimator"])
         CK.set_scalar_attrs(path, self.est, state["estimator_attrs"])
         CK.load_optimisers(path, self.named_opts(), state["optimisers"])
-        self.gen.set_state(state["generator"])
+        there, here = CK.device_of(state), self.device.type
+        if there == here:
+            self.gen.set_state(state["generator"])
+        else:           # bench.job.checkpoint: states that do not carry over, re-seeded
+            self.gen.manual_seed(CK.reseed(self.cfg.seed, state["step"]))
+            warnings.warn(f"checkpoint {path} was written on {there}, this run is on {here}: "
+                          "the data generator and CUDA RNG states do not carry over and are "
+                          "re-seeded from (seed, step); the run continues deterministically, "
+                          "not with the uninterrupted run's draws", RuntimeWarning, stacklevel=2)
         self.meter.load_state_dict(state["meter"])
         self.final = dict(state["final"])
         self.start, self.rng = state["step"], state["rng"]   # RNG: set where run() starts
@@ -158,7 +167,7 @@ class Trainer:
                         dynamic_ncols=True, mininterval=1.0,
                         disable=not (cfg.progress and sys.stdout.isatty()))
         if self.rng is not None:
-            CK.set_rng_state(self.rng, self.device)
+            CK.set_rng_state(self.rng, self.device, CK.reseed(cfg.seed, start))
         self.model.train()
         self.est.train()
         with CK.StopSignals(enabled=ck is not None) as stop:   # only while training
