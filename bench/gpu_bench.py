@@ -14,7 +14,8 @@ steps (torch.profiler) gives the device-kernel time per step, and
 host side, not the kernels); near 1 means the step is limited by kernels, not by Python and
 launch overhead. On CPU there are no device kernels and the share is left
 empty. Estimators default to every registered categorical one; bf16 is skipped
-for estimators whose class is not `bf16_safe`.
+for estimators whose class is not `bf16_safe`, compile for those that need a
+`double_backward` (as bench.config.validate refuses them).
 """
 from __future__ import annotations
 
@@ -118,8 +119,12 @@ def main(argv=None) -> None:
             for batch in a.batch:
                 cfg = plain(compose([f"task={task}", f"estimator={est}",
                                      f"train.batch_size={batch}", f"device={a.device}"]))
+                double = estimators.build(est, **{k: v for k, v in cfg.estimator.items()
+                                                   if k != "name"}).double_backward
                 for setting in a.settings:
                     if setting.startswith("bf16") and not estimators.get(est).bf16_safe:
+                        continue
+                    if SETTINGS[setting][1] and double:
                         continue
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", DeprecationWarning)

@@ -24,6 +24,12 @@ several calls (`call_in_chunks`). It may depend on parameters, `logits`
 included; those pathwise gradients are part of the estimate. `context` (B, C)
 feeds input-dependent baselines; without it they see the detached logits.
 
+Inputs are checked (`Estimator.forward`): shapes always; NaN or inf logits
+raise ValueError at once on a CPU only. On an accelerator a per-step check
+would cost a host sync or a device-side assert (which kills the CUDA context),
+so the non-finite loss they cause is caught at the trainer's next flush
+(bench.job.train: NonFiniteError).
+
 Estimator parameters (baselines, temperatures, control variates) are trained
 by `aux_loss` only: the gradient of `loss` never reaches them and the gradient
 of `aux_loss` never reaches anything else, so one optimiser over a model that
@@ -31,9 +37,10 @@ holds the estimator as a submodule is safe, as are two separate optimisers.
 
 What the harness needs to know about an estimator is declared on its class
 (`Estimator` below documents each trait): target, unbiased, min_samples,
-latent, temperature, bf16_safe, free_bits, deterministic, uses_context, and the method
-`f_evaluations(D, K)`, its cost per estimate in evaluations of f. The harness
-reads these and never an estimator's name.
+latent, temperature, bf16_safe, free_bits, deterministic, uses_context,
+double_backward (a class attribute, or a property where options decide it),
+and the method `f_evaluations(D, K)`, its cost per estimate in evaluations
+of f. The harness reads these and never an estimator's name.
 
 Registration: `@register` on the class. Every module of this package is
 imported when the registry is first read (`estimators.registry`), so a new
@@ -150,6 +157,12 @@ class Estimator(nn.Module):
     # reads `context`: False lets the harness skip the features pass that makes it
     # (default True, so an estimator that does not say still gets it)
     uses_context: ClassVar[bool] = True
+    # the estimate differentiates a gradient that flows through f (create_graph
+    # over the model's pieces: a learned control variate's variance objective).
+    # torch.compile's aot_autograd has no double backward, so validation refuses
+    # train.compile for these; a subclass whose options decide it overrides this
+    # with a property
+    double_backward: ClassVar[bool] = False
 
     def __init__(self, *, n_samples: int = 1):
         super().__init__()
@@ -193,7 +206,7 @@ class Estimator(nn.Module):
         if self.latent == "categorical" and logits.shape[-1] < 2:
             raise ValueError(f"{self.name}: logits need K >= 2 categories, "
                              f"got shape {tuple(logits.shape)}")
-        if logits.is_cpu:
+        if _is_host(logits):
             # a NaN or inf anywhere makes the sum non-finite: one reduction
             # read back (~3 us at B = 128) instead of isfinite, all and a bool
             # (~14 us, 30x the sum on large inputs); only a non-finite sum,
@@ -201,11 +214,8 @@ class Estimator(nn.Module):
             if (not math.isfinite(logits.detach().sum().item())
                     and not torch.isfinite(logits).all()):
                 raise ValueError(f"{self.name}: {what} contain NaN or inf")
-        else:
-            # no host sync per step on an accelerator: the check fails at the
-            # next synchronisation, as a device-side assertion
-            torch._assert_async(torch.isfinite(logits).all(),
-                                f"{self.name}: {what} contain NaN or inf")
+        # accelerators: none here, never torch._assert_async (module docstring:
+        # a device-side assert leaves a dead CUDA context that cannot even log)
 
     # -- estimator-parameter isolation -----------------------------------
     def gate(self, t: Tensor) -> Tensor:
@@ -234,6 +244,12 @@ class Estimator(nn.Module):
 
     def extra_repr(self) -> str:
         return f"n_samples={self.n_samples}"
+
+
+def _is_host(t: Tensor) -> bool:
+    """Can `t`'s values be read without waiting on an accelerator? (One place,
+    so tests can take the accelerator path on a CPU.)"""
+    return t.is_cpu
 
 
 def _checked(f: Fn, batch: int, name: str) -> Fn:

@@ -129,6 +129,7 @@ class Rebar(Estimator):
     unbiased = True
     min_samples = 1
     bf16_safe = False       # f(b) minus the control variate at the relaxed sample
+    double_backward = True  # variance_objective differentiates grad f(s(z)) in eta and tau
 
     def f_evaluations(self, D: int, K: int) -> int:
         return 3 * self.n_samples              # f(b), f(s(z)), f(s(z~))

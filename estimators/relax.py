@@ -62,6 +62,12 @@ class Relax(Estimator):
     min_samples = 1
     bf16_safe = False       # f(b) minus the control variate at the relaxed sample
 
+    @property
+    def double_backward(self) -> bool:
+        # with use_f, c holds eta f(s(z)): the variance objective differentiates
+        # grad f again; without, f is only called on the hard b (no path to the logits)
+        return self.use_f
+
     def f_evaluations(self, D: int, K: int) -> int:
         # f(b); with use_f also REBAR's f(s(z)), f(s(z~)) (the network is not f)
         return (3 if self.use_f else 1) * self.n_samples

@@ -29,6 +29,7 @@ def test_names_and_traits():
         assert cls.latent in ("categorical", "gaussian")
         for trait in ("unbiased", "temperature", "bf16_safe", "free_bits", "deterministic"):
             assert isinstance(getattr(cls, trait), bool), (name, trait)
+        assert isinstance(est.double_backward, bool), name     # may be a property: read it built
         assert isinstance(est.min_samples, int) and est.min_samples >= 1
         n = est.f_evaluations(3, categories(est, 3, 4))
         assert isinstance(n, int) and n >= 1
@@ -76,6 +77,43 @@ def test_loss_and_aux_loss_reach_disjoint_parameters(name):
                                    materialize_grads=True)
     assert all((g == 0).all() for g in from_aux[-2:]), "aux_loss reaches the model"
     assert sum(g.abs().sum() for g in from_aux[:len(own)]) > 0
+
+
+class _FirstOrderOnly(torch.autograd.Function):
+    """sin(z) summed per sample, whose backward refuses to be differentiated,
+    as torch.compile's aot_autograd does (it raises when the backward runs
+    with grad mode on, i.e. under create_graph)."""
+
+    @staticmethod
+    def forward(ctx, z):
+        ctx.save_for_backward(z)
+        return z.sin().flatten(2).sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        if torch.is_grad_enabled():
+            raise RuntimeError("double backward through f")
+        (z,) = ctx.saved_tensors
+        return grad.reshape(*grad.shape, *[1] * (z.dim() - 2)) * z.cos()
+
+
+@pytest.mark.parametrize("name,opts", [(n, {}) for n in CATEGORICAL] + [("relax", {"use_f": True})])
+def test_double_backward_trait_is_truthful(name, opts):
+    """An estimator takes a double backward through f exactly when it says so
+    (bench.config.validate refuses train.compile by this trait)."""
+    torch.manual_seed(0)
+    est = estimators.build(name, **opts)
+    K = categories(est, 2, 3)
+    logits = torch.randn(4, 2, K, requires_grad=True)
+
+    def step():
+        out = est(logits, _FirstOrderOnly.apply)
+        (out.loss if out.aux_loss is None else out.loss + out.aux_loss).backward()
+    if est.double_backward:
+        with pytest.raises(RuntimeError, match="double backward through f"):
+            step()
+    else:
+        step()
 
 
 def test_one_optimiser_over_model_and_estimator_is_safe():

@@ -110,7 +110,7 @@ def test_failing_compiler_falls_back_with_a_warning(monkeypatch):
 
 # -- no host synchronisation per step ------------------------------------------
 READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
-CPU_ONLY = ("estimators/base.py",)     # the NaN check reads on CPU only; on CUDA it is _assert_async
+CPU_ONLY = ("estimators/base.py",)     # the NaN check reads on CPU only; none on CUDA
 
 
 def host_reads(device: str, steps: int) -> Counter:

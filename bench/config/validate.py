@@ -52,6 +52,12 @@ def _range(key: str, value: Any, lo: float, hi: float | None = None, *, integer:
         raise ConfigError(key, value, f"{kind} {lo_s}{hi_s}")
 
 
+def _set_opts(opts: dict, defaults: dict) -> str:
+    """' estimator.k=v' for the options that differ from the defaults: what,
+    besides the name, made the estimator what it is."""
+    return "".join(f" estimator.{k}={v}" for k, v in sorted(opts.items()) if defaults.get(k) != v)
+
+
 def validate(cfg) -> None:
     """Raise ConfigError for the first invalid key of a plain config
     (`bench.config.plain`: enums already strings)."""
@@ -142,6 +148,15 @@ def validate(cfg) -> None:
         raise ConfigError("train.precision", "bf16", "fp32, tf32",
                           f"estimator={est_name} differences f at nearby samples, "
                           "where bfloat16 rounding does not cancel")
+    # refused rather than caught: the double backward raises inside autograd's
+    # backward pass, after the compiled forward pieces returned, where no eager
+    # fallback of bench.job.accel can redo the step (its inputs' graph is spent)
+    if t.compile and est.double_backward:
+        raise ConfigError("train.compile", True,
+                          f"false with estimator={est_name}{_set_opts(opts, valid_opts)}",
+                          f"estimator={est_name} differentiates a gradient of f again "
+                          "(its control variate's variance objective: a double backward "
+                          "through the model), which torch.compile's aot_autograd does not support")
     e = cfg.eval
     _range("eval.batch_size", e.batch_size, 1, integer=True)
     _range("eval.iwae_samples", e.iwae_samples, 1, integer=True)

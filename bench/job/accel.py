@@ -22,14 +22,20 @@ Contract:
   RuntimeWarning names the piece and the error; `compiled` turns False and
   train logs perf/compiled = 0. Inductor's `fallback_random` is set so random
   ops inside compiled code draw from the same generator as eager code.
-- Evaluation (bench.job.evaluate) keeps the plain model in fp32, uncompiled:
-  val/* and grad/* are comparable across precision and compile settings.
+  The fallback covers the forward pieces only. An estimator that declares
+  `double_backward` (REBAR; RELAX with use_f) differentiates a gradient of
+  f again, which aot_autograd cannot: that error comes from autograd's
+  backward pass, after the pieces returned, so bench.config.validate refuses
+  train.compile for it instead (ConfigError naming the estimator).
+- Evaluation (bench.job.evaluate) keeps the plain model in fp32, uncompiled,
+  inside `plain_fp32()`, which switches TF32 off and restores the switches
+  after: val/* and grad/* are comparable across precision and compile settings.
 """
 from __future__ import annotations
 
 import warnings
-from contextlib import nullcontext
-from typing import Any, Callable, Optional
+from contextlib import contextmanager, nullcontext
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 
@@ -46,6 +52,34 @@ def set_tf32(on: bool) -> None:
     except AttributeError:                  # older torch
         torch.backends.cuda.matmul.allow_tf32 = on
         torch.backends.cudnn.allow_tf32 = on
+
+
+def _tf32_settings() -> tuple:
+    try:
+        return ("fp32_precision", torch.backends.cuda.matmul.fp32_precision,
+                torch.backends.cudnn.conv.fp32_precision, torch.backends.cudnn.rnn.fp32_precision)
+    except AttributeError:
+        return ("allow_tf32", torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+
+
+def _restore_tf32(saved: tuple) -> None:
+    if saved[0] == "fp32_precision":
+        torch.backends.cuda.matmul.fp32_precision = saved[1]
+        torch.backends.cudnn.conv.fp32_precision = saved[2]
+        torch.backends.cudnn.rnn.fp32_precision = saved[3]
+    else:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[1:]
+
+
+@contextmanager
+def plain_fp32() -> Iterator[None]:
+    """TF32 off inside, the switches as they were after (evaluation of a tf32 run)."""
+    saved = _tf32_settings()
+    set_tf32(False)
+    try:
+        yield
+    finally:
+        _restore_tf32(saved)
 
 
 def _as_float(out: Any) -> Any:

@@ -29,6 +29,13 @@ starting again.
 - A checkpoint that does not fit (unreadable, another config, a model or
   estimator of another shape) raises `CheckpointMismatch` naming the file and
   what differs; nothing is loaded from it.
+- Another device type (`device=auto`: written on a CPU, resumed on a GPU, or
+  back; `state["device"]`, inferred from the RNG states in older files): the
+  tensors load onto this run's device and the CPU RNG state is restored, but
+  the data generator's state and the CUDA RNG state do not carry over between
+  device types: they are re-seeded from (seed, step) (`reseed`), the other
+  device's RNG state is skipped, and a RuntimeWarning names both types. The
+  continuation is deterministic, not the uninterrupted run's draws.
 """
 from __future__ import annotations
 
@@ -159,10 +166,26 @@ def rng_state(device: torch.device) -> dict:
     return {"cpu": torch.get_rng_state(), **cuda}
 
 
-def set_rng_state(state: dict, device: torch.device) -> None:
+def set_rng_state(state: dict, device: torch.device, seed: int) -> None:
+    """The saved states; on CUDA without a saved CUDA state (a checkpoint of
+    a CPU run), torch.cuda.manual_seed(seed) instead."""
     torch.set_rng_state(state["cpu"])
     if device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"], device)
+        if "cuda" in state:
+            torch.cuda.set_rng_state(state["cuda"], device)
+        else:
+            torch.cuda.manual_seed(seed)
+
+
+def device_of(state: dict) -> str:
+    """The device type the checkpoint was written on (older files: the
+    device whose RNG state it holds)."""
+    return state.get("device") or ("cuda" if "cuda" in state["rng"] else "cpu")
+
+
+def reseed(seed: int, step: int) -> int:
+    """A seed for the states that do not carry over between device types."""
+    return (seed * 1_000_003 + step * 7919 + 12_345) % 2**63
 
 
 def _diff(saved: set, here: set, n: int = 5) -> str:

@@ -31,6 +31,9 @@
               reconstructions; models.samples) to a temporary folder and hands
               each to `artifact(path, "samples")` (MLflow log_artifact in a job).
 
+Precision: plain fp32 whatever train.precision, TF32 included
+(bench.job.accel.plain_fp32).
+
 Randomness: all of it runs inside `torch.random.fork_rng`, so evaluating
 (or not) never changes the training trajectory of a seed.
 """
@@ -47,6 +50,7 @@ import models
 from estimators.exact import Exact
 from models import adherence, samples
 from models.evaluate import single_sample_elbo
+from .accel import plain_fp32
 from .objective import objective
 
 # decoder rows the gradient-statistics estimates may run in one vmap chunk
@@ -91,7 +95,8 @@ class Evaluator:
         self.model.eval()
         self.est.eval()             # no EMA/baseline updates while measuring
         try:
-            with torch.random.fork_rng(devices=devices):
+            # TF32 is process-global (bench.job.accel): a tf32 run switched it on
+            with torch.random.fork_rng(devices=devices), plain_fp32():
                 torch.manual_seed(self.cfg.seed * 1_000_003 + step)
                 out.update(self.metrics())
                 if self.cfg.eval.grad_stats:

@@ -10,15 +10,52 @@ training time only. `state_dict` / `load_state_dict` carry an open interval
 across a checkpoint (bench.job.checkpoint): its values, the estimator's last
 metrics and the clocks as durations, so a resumed run's interval means are
 those of the uninterrupted run and its wall time leaves out the downtime.
+
+With train.compile the first training step of a process compiles, seconds
+to minutes: `exclude_so_far` leaves the steps up to it out of perf/steps_per_s
+(an interval of that step alone logs no rate). Later recompilations (a new
+shape) are not left out.
+
+perf/peak_mem_mb is the job's peak, from `reset_peak_mem` at its start (the
+basic launcher runs jobs one after another in one process): on CUDA the peak
+of allocated tensor memory; on CPU the peak resident set size (Linux: VmHWM,
+reset through /proc/self/clear_refs, so it includes the interpreter, torch and
+the data set). Where that reset is refused (not Linux, Linux < 4.0) the CPU
+number is the process's high-water mark: a later job of the process reads at
+least the earlier jobs' peak.
 """
 from __future__ import annotations
 
+import resource
 import time
 from typing import Optional
 
 import torch
 
 KEYS = ("train/loss", "train/elbo", "train/kl")
+
+
+def reset_peak_mem(device: torch.device) -> None:
+    """Start the peak that `peak_mem_mb` reads afresh (module docstring)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")                # 5: the peak RSS := the current RSS, nothing else
+    except OSError:
+        pass                            # the process's high-water mark (module docstring)
+
+
+def peak_mem_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        with open("/proc/self/status") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss     # Linux: KiB
+    return kib / 1024
 
 
 class IntervalMeter:
@@ -31,6 +68,7 @@ class IntervalMeter:
         self.t0 = self.t_interval = time.perf_counter()
         self.eval_seconds = 0.0              # evaluation and logging time, whole run
         self.eval_in_interval = 0.0
+        self.untimed = 0                     # steps of the open interval left out of the rate
 
     @property
     def steps(self) -> int:
@@ -72,10 +110,19 @@ class IntervalMeter:
         metrics.update({f"estimator/{k}": float(v) for k, v in self.est_metrics.items()})
         # training time only: evaluation inside the interval is not counted
         train_s = now - self.t_interval - self.eval_in_interval
-        metrics["perf/steps_per_s"] = steps / max(train_s, 1e-9)
+        if steps > self.untimed:
+            metrics["perf/steps_per_s"] = (steps - self.untimed) / max(train_s, 1e-9)
         self.values = {k: [] for k in KEYS}
-        self.t_interval, self.eval_in_interval = now, 0.0
+        self.t_interval, self.eval_in_interval, self.untimed = now, 0.0, 0
         return metrics
+
+    def exclude_so_far(self) -> None:
+        """Leave the open interval's steps so far, and their time, out of
+        perf/steps_per_s (compilation: module docstring). One device sync."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.untimed = self.steps
+        self.t_interval, self.eval_in_interval = time.perf_counter(), 0.0
 
     def state_dict(self) -> dict:
         now = time.perf_counter()

@@ -10,10 +10,14 @@ in one `log(s, metrics)` call per step:
 - train/loss, train/elbo, train/kl, train/beta (means over the interval),
   estimator/* (the estimator's own metrics, last value), perf/steps_per_s,
   cost/f_evals (evaluations of f per example so far: steps x Estimator.f_evaluations),
-  perf/peak_mem_mb, perf/eval_seconds, perf/wall_seconds every `train.log_every`.
+  perf/peak_mem_mb, perf/eval_seconds, perf/wall_seconds every `train.log_every`
+  (perf/peak_mem_mb: the job's peak since it started; perf/steps_per_s leaves out
+  the compiling first step with train.compile: bench.job.meter says how).
 
 Between logging steps nothing leaves the device (bench.job.meter); a NaN/inf
-loss or evaluation metric raises `NonFiniteError` at the next flush.
+loss or evaluation metric raises `NonFiniteError` at the next flush. That is
+also how non-finite logits surface on an accelerator, where the estimator does
+not check them per step (estimators.base); on a CPU it raises at once.
 
 Device and speed: `device=auto` is CUDA when present; the data set lives on
 the device and minibatches are gathered there. The training step sees the
@@ -41,9 +45,9 @@ and resumed run logs exactly what the uninterrupted one does (CPU).
 from __future__ import annotations
 
 import math
-import resource
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -54,7 +58,7 @@ from . import checkpoint as CK
 from .accel import step_view
 from .build import build, pick_device
 from .evaluate import Evaluator
-from .meter import IntervalMeter
+from .meter import IntervalMeter, peak_mem_mb, reset_peak_mem
 from .objective import objective
 from .schedules import kl_schedule, temperature_schedule
 
@@ -65,12 +69,6 @@ Artifact = Callable[[Path, str], None]
 
 class NonFiniteError(RuntimeError):
     """The loss or an evaluation metric became NaN or infinite."""
-
-
-def peak_mem_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux: KiB
 
 
 def adam_kernel(cfg) -> dict:
@@ -85,6 +83,7 @@ class Trainer:
         self.cfg, self.log, self.desc, self.checkpoint = cfg, log, desc, checkpoint
         self.artifact = artifact or (lambda path, folder: None)
         self.device = device = pick_device(cfg.device)
+        reset_peak_mem(device)          # perf/peak_mem_mb: this job's, not the process's
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
@@ -129,7 +128,7 @@ class Trainer:
         (bench.job.checkpoint says what and why)."""
         ck = self.checkpoint
         return {"format": CK.FORMAT, "config_hash": ck.config_hash, "run_id": ck.run_id,
-                "config": ck.config, "step": step,
+                "config": ck.config, "step": step, "device": self.device.type,
                 "model": self.model.state_dict(), "estimator": self.est.state_dict(),
                 "estimator_attrs": CK.scalar_attrs(self.est),
                 "optimisers": {k: o.state_dict() for k, o in self.named_opts().items()},
@@ -145,7 +144,15 @@ class Trainer:
         CK.load_module(path, "estimator", self.est, state["estimator"])
         CK.set_scalar_attrs(path, self.est, state["estimator_attrs"])
         CK.load_optimisers(path, self.named_opts(), state["optimisers"])
-        self.gen.set_state(state["generator"])
+        there, here = CK.device_of(state), self.device.type
+        if there == here:
+            self.gen.set_state(state["generator"])
+        else:           # bench.job.checkpoint: states that do not carry over, re-seeded
+            self.gen.manual_seed(CK.reseed(self.cfg.seed, state["step"]))
+            warnings.warn(f"checkpoint {path} was written on {there}, this run is on {here}: "
+                          "the data generator and CUDA RNG states do not carry over and are "
+                          "re-seeded from (seed, step); the run continues deterministically, "
+                          "not with the uninterrupted run's draws", RuntimeWarning, stacklevel=2)
         self.meter.load_state_dict(state["meter"])
         self.final = dict(state["final"])
         self.start, self.rng = state["step"], state["rng"]   # RNG: set where run() starts
@@ -169,7 +176,7 @@ class Trainer:
                         dynamic_ncols=True, mininterval=1.0,
                         disable=not (cfg.progress and sys.stdout.isatty()))
         if self.rng is not None:
-            CK.set_rng_state(self.rng, self.device)
+            CK.set_rng_state(self.rng, self.device, CK.reseed(cfg.seed, start))
         self.model.train()
         self.est.train()
         with CK.StopSignals(enabled=ck is not None) as stop:   # only while training
@@ -187,6 +194,8 @@ class Trainer:
                         loss = loss * float("nan")      # debug.nan_at_step: the failure path
                     self.update(loss, obj.aux_loss)
                     meter.add(step, obj, loss)
+                    if step == start and cfg.train.compile:
+                        meter.exclude_so_far()  # this step compiled: not a speed
                     self.bar.update(1)
                     done = step + 1
                     if stop.caught is not None:
@@ -258,7 +267,7 @@ class Trainer:
             if cfg.train.compile:
                 metrics["perf/compiled"] = float(self.step_model.compiled)
             self.bar.set_postfix(elbo=f"{metrics['train/elbo']:.2f}",
-                                 steps_s=f"{metrics['perf/steps_per_s']:.0f}", refresh=False)
+                                 steps_s=f"{metrics.get('perf/steps_per_s', math.nan):.0f}", refresh=False)
             bad = meter.bad_step()
             if bad is not None:
                 raise NonFiniteError(f"non-finite train/loss at step {bad}")
