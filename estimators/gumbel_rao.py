@@ -21,7 +21,7 @@ from typing import Optional
 from torch import Tensor
 
 from .base import Estimate, Estimator, Fn, register
-from .sampling import conditional_perturbed, relaxed, sample_one_hot
+from .sampling import log_softmax, conditional_perturbed, relaxed, sample_one_hot
 from .st import check_tau
 
 
@@ -43,7 +43,7 @@ class GumbelRao(Estimator):
         self.tau, self.n_mc = tau, n_mc
 
     def estimate(self, logits: Tensor, f: Fn, context: Optional[Tensor]) -> Estimate:
-        logp = logits.log_softmax(-1)                         # (B, D, K), one for all three uses
+        logp = log_softmax(logits)                         # (B, D, K), one for all three uses
         lp = logp.detach()
         b = sample_one_hot(logits, self.n_samples, lp)        # (S, B, D, K), no gradient
         draws = b.expand(self.n_mc, *b.shape)                 # (M, S, B, D, K)

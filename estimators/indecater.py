@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .base import Estimate, Estimator, Fn, register
-from .sampling import sample_one_hot
+from .sampling import softmax, sample_one_hot
 
 
 @functools.lru_cache(maxsize=32)
@@ -64,7 +64,7 @@ class Indecater(Estimator):
         points = held_points(z)                              # (S, D, K, B, D, K)
         f_pts = f(points.reshape(S * D * K, B, D, K))        # (S*D*K, B)
         f_dk = f_pts.view(S, D, K, B).permute(0, 3, 1, 2)    # (S, B, D, K)
-        q = logits.softmax(-1)                               # (B, D, K)
+        q = softmax(logits)                               # (B, D, K)
         # the sample itself is point [d, z_d] for every d; read it off at d = 0
         f_z = (f_dk[:, :, 0] * z[:, :, 0]).sum(-1)           # (S, B)
         score = ((q - q.detach()) * f_dk.detach()).sum((-1, -2))   # (S, B), value 0

@@ -50,7 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Estimate, Estimator, Fn, check_choice, check_positive, register
-from .sampling import (conditional_perturbed, log_prob_from, one_hot_argmax, perturbed, relaxed,
+from .sampling import (log_softmax, conditional_perturbed, log_prob_from, one_hot_argmax, perturbed, relaxed,
                        relaxed_muprop)
 
 RELAXATIONS = ("concrete", "muprop")
@@ -162,7 +162,7 @@ class Rebar(Estimator):
         eta = eta_value(self.gate(raw), self.eta_bound).to(logits.dtype)
         # one log-softmax for the sample, the conditional sample and log q(b):
         # one backward node instead of three, in both the first- and second-order pass
-        logp = logits.log_softmax(-1)                        # (B, D, K)
+        logp = log_softmax(logits)                        # (B, D, K)
         z = perturbed(logits, S, logp)                       # (S, B, D, K)
         b = one_hot_argmax(z.detach())                       # (S, B, D, K)
         zt = conditional_perturbed(logits, b, logp)          # (S, B, D, K)

@@ -24,7 +24,7 @@ from typing import Optional
 from torch import Tensor
 
 from .base import Estimate, Fn, register
-from .sampling import sample_one_hot
+from .sampling import softmax, sample_one_hot
 from .st import StraightThrough
 
 
@@ -46,8 +46,8 @@ class ReinMax(StraightThrough):
 
     def estimate(self, logits: Tensor, f: Fn, context: Optional[Tensor]) -> Estimate:
         b = sample_one_hot(logits, self.n_samples)            # (S, B, D, K), no gradient
-        pi0 = logits.softmax(-1)                              # (B, D, K)
-        pi1 = 0.5 * (b + (logits.detach() / self.tau).softmax(-1))   # (S, B, D, K), fixed
+        pi0 = softmax(logits)                              # (B, D, K)
+        pi1 = 0.5 * (b + softmax(logits.detach() / self.tau))   # (S, B, D, K), fixed
         # 2 J(pi1) - J(pi0) / 2 behind a value-zero correction, so f sees b
         grad_path = 2 * softmax_tangent(logits, pi1) - 0.5 * (pi0 - pi0.detach())
         f_z = f(b + grad_path)                                # (S, B)

@@ -39,7 +39,7 @@ from .base import Estimate, Estimator, Fn, check_choice, check_positive, registe
 from .rebar import (check_eta_bound, check_relaxation, control_variate_surrogate,
                     eta_parameter, eta_value, relax_pair, tau_metric, variance_objective)
 from .reinforce import features
-from .sampling import conditional_perturbed, log_prob_from, one_hot_argmax, perturbed
+from .sampling import log_softmax, conditional_perturbed, log_prob_from, one_hot_argmax, perturbed
 
 
 class _LeakyReLU03(nn.LeakyReLU):
@@ -139,7 +139,7 @@ class Relax(Estimator):
         S = self.n_samples
         tau = self.gate(self.log_tau).exp().to(logits.dtype)
         x = features(logits, context).to(logits.dtype)      # (B, C)
-        logp = logits.log_softmax(-1)                        # (B, D, K), shared: one backward node
+        logp = log_softmax(logits)                        # (B, D, K), shared: one backward node
         z = perturbed(logits, S, logp)                       # (S, B, D, K)
         b = one_hot_argmax(z.detach())                       # (S, B, D, K)
         zt = conditional_perturbed(logits, b, logp)          # (S, B, D, K)

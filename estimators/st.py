@@ -18,7 +18,7 @@ from typing import Optional
 from torch import Tensor
 
 from .base import Estimate, Estimator, Fn, register
-from .sampling import sample_one_hot
+from .sampling import softmax, sample_one_hot
 
 
 def check_tau(name: str, tau) -> float:
@@ -46,7 +46,7 @@ class StraightThrough(Estimator):
 
     def estimate(self, logits: Tensor, f: Fn, context: Optional[Tensor]) -> Estimate:
         b = sample_one_hot(logits, self.n_samples)            # (S, B, D, K), no gradient
-        p = (logits / self.tau).softmax(-1)                   # (B, D, K)
+        p = softmax(logits / self.tau)                   # (B, D, K)
         f_z = f(b + (p - p.detach()))                         # (S, B), value f(b)
         return Estimate(loss=-f_z.mean(), value=f_z.detach().mean(0))
 

@@ -1,6 +1,8 @@
 """Tasks: splits, batching by index on the device, binarisation, the IDX
 reader and the MNIST-style loaders, the strategies generator, option errors."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -209,3 +211,24 @@ def test_toy_task():
     assert task.sample("train", 7).size == 7
     with pytest.raises(ValueError, match="t="):
         tasks.load("toy", t=1.5)
+
+
+def test_fashion_mnist_defaults_to_debians_folder(monkeypatch, tmp_path):
+    """With no task.data_dir the loader reads Debian's dataset-fashion-mnist
+    folder; when it is missing, the message names the key and the install command."""
+    from models.tasks import images
+    assert images.DEFAULT_DIRS["fashion_mnist"] == "/usr/share/datasets/fashion-mnist"
+    monkeypatch.setitem(images.DEFAULT_DIRS, "fashion_mnist", str(tmp_path / "absent"))
+    with pytest.raises(FileNotFoundError) as e:
+        tasks.load("fashion_mnist")
+    msg = str(e.value)
+    assert "task.data_dir" in msg and "apt-get install dataset-fashion-mnist" in msg
+    assert str(tmp_path / "absent") in msg and "\n" not in msg
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+                    reason="Debian's dataset-fashion-mnist is not installed (CI installs it)")
+def test_fashion_mnist_loads_in_full_from_the_package():
+    task = tasks.load("fashion_mnist")
+    assert task.size("train") == 60000 and task.size("test") == 10000
+    assert task.spec["shape"] == (28, 28) and task.spec["n_classes"] == 10

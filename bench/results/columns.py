@@ -39,6 +39,10 @@ COLUMNS: dict[str, Column] = {
                        "(the toy: E f)"),
     "val/iwae": Column("validation IWAE bound", "nats", _NATS_LE0 + "; ≥ val/elbo in expectation",
                        "higher", "importance-weighted bound with eval.iwae_samples samples"),
+    "trainset/elbo": Column("training-set ELBO", "nats", _NATS_LE0, "higher",
+                            "single-sample ELBO log p(x|z) + log p(z) − log q(z|x), one z per "
+                            "image, on the first eval.train_elbo_size training images (one fixed "
+                            "binarisation): the measure REBAR, RELAX and DisARM report"),
     "val/recon": Column("validation reconstruction term", "nats", _NATS_LE0, "higher",
                         "E_q log p(x|z,c)"),
     "val/kl": Column("validation KL", "nats", "≥ 0; near 0 = posterior collapse", "",

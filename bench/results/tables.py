@@ -7,7 +7,7 @@ runs (the latest one per `config_hash` when a config was rerun), aggregates
 their final metric values over seeds (`bench.results.aggregate`), and writes
 into --out:
 
-    elbo.md/.csv                 val/elbo, val/iwae, val/recon
+    elbo.md/.csv                 val/elbo, val/iwae, val/recon (and trainset/elbo where logged)
     grad.md/.csv                 grad/log10_var, grad/snr, grad/bias
     collapse.md/.csv             val/kl and the collapse/latent-use metrics
     cost.md/.csv                 perf/steps_per_s, perf/peak_mem_mb, wall_s,
@@ -76,7 +76,7 @@ __all__ = ["ALWAYS", "IF_VARIED", "KEY_ORDER", "VARIANTS", "add_settings", "add_
            "aggregate", "dedupe", "group_keys", "status_tables", "table_specs", "write_results",
            "sweep_parent", "default_experiment", "main"]
 
-ELBO = ("val/elbo", "val/iwae", "val/recon")
+ELBO = ("val/elbo", "val/iwae", "val/recon", "trainset/elbo")
 GRAD = ("grad/log10_var", "grad/snr", "grad/bias")
 COLLAPSE = ("val/kl", "collapse/active_units", "collapse/mutual_info", "collapse/kl_min",
             "collapse/code_perplexity", "latent/strategy_nmi")

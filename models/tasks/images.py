@@ -1,4 +1,5 @@
-"""Image tasks: `digits` (embedded), `mnist`, `fashion_mnist` (IDX files).
+"""Image tasks: `digits` (embedded), `mnist`, `fashion_mnist` (IDX files; Fashion-MNIST
+found where Debian's `dataset-fashion-mnist` puts it unless `data_dir` says otherwise).
 
 Batch: x (B, P) float pixels in {0, 1} (binarised) or [0, 1] (binarize=none);
 c (B,) long class label; truth None.
@@ -31,6 +32,12 @@ from .base import Task, register, split_indices
 from .idx import read_idx
 
 BINARIZE = ("static", "dynamic", "none")
+
+# where a data set's IDX files are when the user names no folder: Debian's
+# `dataset-fashion-mnist` package installs Fashion-MNIST there (nothing ships
+# full MNIST, so `mnist` keeps a project-relative default)
+DEFAULT_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist", "mnist": "data/mnist"}
+INSTALL = {"fashion_mnist": "apt-get install dataset-fashion-mnist"}
 
 # the standard file names; each may also be present gzipped (name + ".gz")
 IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -107,18 +114,19 @@ def find_idx(data_dir: Path, stem: str) -> Optional[Path]:
     return None
 
 
-def read_mnist_dir(data_dir: str | Path, dataset: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{"train": (images (N, H, W) uint8, labels (N,)), "test": ...} from `data_dir`.
-    Raises FileNotFoundError naming every missing file and the directory."""
-    data_dir = Path(data_dir).expanduser()
+def read_mnist_dir(data_dir: str | Path | None, dataset: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{"train": (images (N, H, W) uint8, labels (N,)), "test": ...} from `data_dir`
+    (None: DEFAULT_DIRS[dataset]). Raises FileNotFoundError naming every missing
+    file, the directory, the key `task.data_dir` and the package that installs them."""
+    data_dir = Path(DEFAULT_DIRS[dataset] if data_dir is None else data_dir).expanduser()
     stems = [s for pair in IDX_FILES.values() for s in pair]
     missing = [s for s in stems if find_idx(data_dir, s) is None]
     if missing:
+        install = f"install them with `{INSTALL[dataset]}`, or " if dataset in INSTALL else ""
         raise FileNotFoundError(
-            f"{dataset}: missing IDX file(s) {missing} in {str(data_dir.resolve())!r}. "
-            f"Put the four standard files {stems} (gzipped '.gz' or not) in that directory, "
-            f"or point to the folder holding them: `task.data_dir=<folder>` on the bench.run command line (the loader option `data_dir`). "
-            f"Nothing is downloaded at run time.")
+            f"{dataset}: missing IDX file(s) {missing} in {str(data_dir.resolve())!r}: "
+            f"{install}set task.data_dir=<folder> to the folder holding the four standard files "
+            f"(gzipped '.gz' or not); nothing is downloaded at run time")
     out = {}
     for split, (img, lab) in IDX_FILES.items():
         img_path, lab_path = find_idx(data_dir, img), find_idx(data_dir, lab)
@@ -158,10 +166,11 @@ def _idx_task(dataset: str, data_dir, device, seed, binarize, threshold, val_siz
 
 
 def _idx_loader(dataset: str, doc: str):
-    """The loader of an MNIST-format data set: the four standard IDX files.
-    val_size=0: validation on the t10k files (the held-out split); > 0: that
-    many training images held out for validation instead."""
-    def load(*, device="cpu", seed: int = 0, data_dir: str = f"data/{dataset}",
+    """The loader of an MNIST-format data set: the four standard IDX files in
+    `data_dir` (None: DEFAULT_DIRS[dataset]). val_size=0: validation on the
+    t10k files (the held-out split); > 0: that many training images held out
+    for validation instead."""
+    def load(*, device="cpu", seed: int = 0, data_dir: Optional[str] = None,
              binarize: str = "dynamic", threshold: Optional[float] = 0.5,
              val_size: int = 0) -> Task:
         return _idx_task(dataset, data_dir, device, seed, binarize, threshold, val_size)
