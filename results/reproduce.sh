@@ -161,6 +161,8 @@ if has fashion_binary; then  # opt-in: DisARM's binary VAEs on full Fashion-MNIS
           hydra.sweeper.storage=sqlite:///results/.work/optuna.db hydra.sweep.dir=results/.work/tune-fashion-$m-$v
     done
   done
+  python -m bench.results.study trials --storage sqlite:///results/.work/optuna.db --prefix fashion- \
+      --out results/fashion_binary/tuning_trials.md
   FS=${FASHION_STEPS:-50000}
   for seeds in ${FASHION_SEEDS-0,1 2,3 4}; do     # FASHION_SEEDS="" tunes only
     for m in ${FASHION_MODELS:-disarm_linear disarm_nonlinear}; do

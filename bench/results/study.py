@@ -7,6 +7,9 @@
         -> headline.md (final val/elbo per estimator x conditioning at constant
            KL and no free bits; the strategies latent-use picture) and
            tuning.md (the tuned values), from the CSV files bench.tables wrote
+    python -m bench.results.study trials --storage sqlite:///results/.work/optuna.db \
+        --prefix fashion- --out results/fashion_binary/tuning_trials.md
+        -> every trial of those Optuna studies, the best and the spread per study
     python -m bench.results.study curve --experiment toy --key grad/log10_var --out results/toy
         -> grad_log10_var_over_run.md/.csv: per variant, the metric at the
            first step, its mean over the run's evaluations, and at the last step
@@ -119,6 +122,35 @@ def tuning_table(paths: Sequence[Path]) -> str:
                         "trials"], rows))
 
 
+def trials_table(storage: str, prefix: str) -> str:
+    """Every trial of the Optuna studies whose name starts with `prefix`: what each
+    estimator scored at each learning rate (and temperature), the best, and the
+    spread between its best and worst trial (how sensitive it is over the space)."""
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rows = []
+    for summary in sorted(optuna.get_all_study_summaries(storage), key=lambda s: s.study_name):
+        if not summary.study_name.startswith(prefix):
+            continue
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        done = sorted((t for t in study.trials if t.value is not None),
+                      key=lambda t: t.params.get("train.lr", 0.0))
+        if not done:
+            continue
+        values = [t.value for t in done]
+        trials = "; ".join(f"{t.params.get('train.lr', float('nan')):.2g}"
+                           + (f" / τ {t.params['estimator.tau']:.2f}" if "estimator.tau" in t.params else "")
+                           + f": {t.value:.1f}" for t in done)
+        failed = sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials)
+        name = summary.study_name[len(prefix):].split(":", 1)[0]
+        rows.append([name, trials + (f" ({failed} failed)" if failed else ""), f"{max(values):.1f}",
+                     f"{max(values) - min(values):.1f}"])
+    return ("# Tuning trials\n\nEvery Optuna trial per study (`" + prefix + "*`), sorted by learning "
+            "rate: train.lr (/ temperature where tuned): final val/elbo (nats) of the tuning run. "
+            "spread: best − worst trial, how much the choice inside the space matters.\n\n"
+            + md_table(["study", "trials", "best", "spread"], rows))
+
+
 def curve_summary(experiment: str, key: str, out: Path, client=None) -> pd.DataFrame:
     """Per (task_variant, variant): key at the first and last logged step and its
     mean over all logged steps of a run, aggregated over runs (seeds)."""
@@ -161,11 +193,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     s = sub.add_parser("summary", help="write headline.md and tuning.md")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--tuning", type=Path, nargs="*", default=[])
+    t = sub.add_parser("trials", help="write every tuning trial of some Optuna studies")
+    t.add_argument("--storage", required=True)
+    t.add_argument("--prefix", required=True)
+    t.add_argument("--out", type=Path, required=True)
     c = sub.add_parser("curve", help="a metric's curve summarised per variant")
     c.add_argument("--experiment", required=True)
     c.add_argument("--key", default="grad/log10_var")
     c.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
+    if args.cmd == "trials":
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(trials_table(args.storage, args.prefix))
+        return 0
     if args.cmd == "curve":
         curve_summary(args.experiment, args.key, args.out)
         return 0

@@ -284,9 +284,9 @@ def main(argv=None) -> None:
 
 
 # -- the literature setting: Trainer steps against a paper's loop ------------------
-# experiment=disarm_nonlinear (mnist5k, 200 Bernoulli latents, 784-200-200-(200 x 2),
-# LeakyReLU(0.3), batch 50, Adam 1e-4 + SGD 5e-3 on the prior logits, dynamic
-# binarisation). "ours" is one step of Trainer.run's loop: the task's minibatch,
+# experiment=disarm_nonlinear (mnist5k, 200 Bernoulli latents with one logit each,
+# 784-200-200-200 and 200-200-200-784 on 2b - 1, LeakyReLU(0.3), batch 50, fused Adam
+# 1e-4 + SGD 1e-2 on the prior logits, the single-sample ELBO as f, dynamic binarisation). "ours" is one step of Trainer.run's loop: the task's minibatch,
 # the temperature schedule, bench.job.objective, Trainer.update (every optimiser)
 # and the interval meter; no evaluation, no logging. "hand" is tests/bench/hand.py's
 # paper_* loop on a copy of the Trainer's weights and of its batch generator.
@@ -561,10 +561,11 @@ def papers_section(paired_rows, speed, evals, rounds, repeats, speed_rounds,
              "## The literature setting: Trainer steps against a paper's loop",
              "",
              f"`experiment=disarm_nonlinear`: mnist5k (3,500 training images, dynamic "
-             f"binarisation), 200 Bernoulli latents (K = 2 logits each), encoder "
-             f"784-200-200-400, decoder 400-200-200-784, LeakyReLU(0.3), no normalisation, "
-             f"centred input, batch {t.batch_size}, Adam {t.lr:g} on both networks + SGD "
-             f"{t.prior_lr:g} on the prior logits, beta = 1, no free bits. "
+             f"binarisation), 200 Bernoulli latents (one logit each), encoder "
+             f"784-200-200-200, decoder 200-200-200-784 on 2b - 1, LeakyReLU(0.3), no "
+             f"normalisation, Glorot init, centred input, batch {t.batch_size}, fused Adam "
+             f"{t.lr:g} on both networks (the hand loop too) + SGD {t.prior_lr:g} on the prior "
+             f"logits, f the single-sample ELBO (KL sampled), beta = 1. "
              f"Machine: {machine_note()}; the same machine was running other jobs: "
              f"{'; '.join(loads)} (`os.getloadavg`, before / between / after). "
              f"Regenerate: `{command}` ({minutes:.0f} minutes for this one).",

@@ -85,7 +85,7 @@ def mm_rate(shapes: Counter, reps: int = 30) -> float:
     return flops / secs
 
 
-def measure(experiment: str, overrides: list[str], steps: int) -> dict:
+def measure(experiment: str, overrides: list[str], steps: int, profile: bool = True) -> dict:
     torch.set_num_threads(1)
     tr = trainer(experiment, overrides)
     step = step_fn(tr)
@@ -97,18 +97,22 @@ def measure(experiment: str, overrides: list[str], steps: int) -> dict:
     with shapes:
         step()
     flops = counter.get_total_flops()
-    ts = []
+    ts, cpu = [], []
     for _ in range(steps):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         step()
+        cpu.append(time.thread_time() - c)
         ts.append(time.perf_counter() - t)
     t_step = statistics.median(ts)
     rate = mm_rate(shapes.shapes)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        for _ in range(50):
-            step()
-    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
+    table = ""
+    if profile:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            for _ in range(50):
+                step()
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
     return dict(experiment=experiment, overrides=overrides, step_ms=1e3 * t_step,
+                cpu_step_ms=1e3 * statistics.median(cpu),
                 steps_per_s=1 / t_step, mflop=flops / 1e6, gflops=flops / t_step / 1e9,
                 mm_gflops=rate / 1e9, fraction=flops / t_step / rate, profile=table)
 
@@ -120,7 +124,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="one JSON line, no profile table")
     ap.add_argument("overrides", nargs="*")
     a = ap.parse_args()
-    out = measure(a.experiment, a.overrides, a.steps)
+    out = measure(a.experiment, a.overrides, a.steps, profile=not a.json)
     if a.json:
         out.pop("profile")
         print(json.dumps(out))

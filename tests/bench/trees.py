@@ -65,6 +65,62 @@ def one_run(tree: Path, experiment: str, est: list[str], steps: int, seed: int) 
     return statistics.median(rates[1:] if len(rates) > 1 else rates)
 
 
+def one_step_run(tree: Path, experiment: str, est: list[str], steps: int, seed: int) -> dict:
+    """tests/bench/roofline.py in `tree`: median wall and thread-CPU ms of a Trainer
+    step, the loop without evaluation or logging (less disturbed by other
+    processes than a whole run's steps/s), with its FLOPs and matmul fraction."""
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    cmd = [sys.executable, str(ROOT / "tests" / "bench" / "roofline.py"), "--json",
+           f"--experiment={experiment}", f"--steps={steps}", *est, f"seed={seed}"]
+    done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{tree}: {' '.join(cmd[2:])} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure_steps(old: Path, new: Path, steps: int, rounds: int, only=None) -> list[dict]:
+    """Per cell: old and new Trainer steps (roofline.py) alternating old, new, new, old."""
+    rows = []
+    for experiment in EXPERIMENTS:
+        for label, est in CELLS.items():
+            if only and label not in only:
+                continue
+            olds, news = [], []
+            for r in range(rounds):
+                order = [(old, olds), (new, news)] if r % 2 == 0 else [(new, news), (old, olds)]
+                for tree, out in order:
+                    out.append(one_step_run(tree, experiment, est, steps, seed=r))
+            ratio = statistics.median(o["cpu_step_ms"] / n["cpu_step_ms"] for o, n in zip(olds, news))
+            rows.append(dict(experiment=experiment, estimator=label, old=olds, new=news, ratio=ratio))
+            med = lambda xs, k: statistics.median(x[k] for x in xs)   # noqa: E731
+            print(f"{experiment:17s} {label:18s} CPU ms/step old {med(olds, 'cpu_step_ms'):.2f} "
+                  f"new {med(news, 'cpu_step_ms'):.2f}  speed-up {ratio:.2f}  matmul fraction "
+                  f"{med(olds, 'fraction'):.2f} -> {med(news, 'fraction'):.2f}", flush=True)
+    return rows
+
+
+def steps_markdown(rows: list[dict], steps: int, rounds: int, loads: list) -> str:
+    med = lambda xs, k: statistics.median(x[k] for x in xs)   # noqa: E731
+    lines = [f"Trainer steps without evaluation or logging (`tests/bench/roofline.py`, one torch "
+             f"thread, {steps} timed steps a process after 20 warm-up steps), {rounds} processes per "
+             f"side and cell, old and new alternating; load average before / after {loads[0]} / "
+             f"{loads[1]}. ms: medians of wall and thread-CPU time per step; speed-up: median over "
+             f"rounds of old CPU ms / new CPU ms. MFLOP: matrix-multiply FLOPs of one step "
+             f"(torch.utils.flop_counter, forward and backward); matmul fraction: (FLOPs / step "
+             f"time) over the rate torch.mm reaches alone at the step's own shapes, in the same "
+             f"process.", "",
+             "| experiment | estimator | old ms (CPU) | new ms (CPU) | speed-up | old MFLOP | new MFLOP "
+             "| matmul GFLOP/s | matmul fraction old → new |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        o, n = r["old"], r["new"]
+        lines.append(f"| {r['experiment']} | {r['estimator']} | {med(o, 'step_ms'):.2f} "
+                     f"({med(o, 'cpu_step_ms'):.2f}) | {med(n, 'step_ms'):.2f} ({med(n, 'cpu_step_ms'):.2f}) "
+                     f"| {r['ratio']:.2f} | {med(o, 'mflop'):.0f} | {med(n, 'mflop'):.0f} "
+                     f"| {med(n, 'mm_gflops'):.0f} | {med(o, 'fraction'):.2f} → {med(n, 'fraction'):.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def measure(old: Path, new: Path, steps: int, rounds: int, only=None) -> list[dict]:
     rows = []
     for experiment in EXPERIMENTS:
@@ -111,11 +167,19 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--only", nargs="*", help="estimator labels to run (default: all)")
     ap.add_argument("--out", type=Path, help="write the markdown table here")
+    ap.add_argument("--via", choices=("run", "step"), default="run",
+                    help="run: whole bench.run processes (perf/steps_per_s); step: Trainer steps "
+                         "in roofline.py (CPU time, FLOPs, matmul fraction)")
     a = ap.parse_args()
     loads = [tuple(round(x, 2) for x in os.getloadavg())]
-    rows = measure(a.old.resolve(), a.new.resolve(), a.steps, a.rounds, a.only)
-    loads.append(tuple(round(x, 2) for x in os.getloadavg()))
-    text = markdown(rows, a.steps, a.rounds, a.old.resolve(), loads)
+    if a.via == "step":
+        rows = measure_steps(a.old.resolve(), a.new.resolve(), a.steps, a.rounds, a.only)
+        loads.append(tuple(round(x, 2) for x in os.getloadavg()))
+        text = steps_markdown(rows, a.steps, a.rounds, loads)
+    else:
+        rows = measure(a.old.resolve(), a.new.resolve(), a.steps, a.rounds, a.only)
+        loads.append(tuple(round(x, 2) for x in os.getloadavg()))
+        text = markdown(rows, a.steps, a.rounds, a.old.resolve(), loads)
     print(text)
     if a.out:
         a.out.write_text(text)
