@@ -9,7 +9,8 @@
 Every run is logged to MLflow (bench.tracking.store.resolve_tracking_uri: the
 MLFLOW_TRACKING_URI variable, else ./mlflow.db where the command started);
 browse with `mlflow ui --backend-store-uri sqlite:///mlflow.db`.
-The job itself is bench.job.runner.run_job; the sweep-level state
+The command line's overrides are checked first (bench.config.overrides: an
+unknown key or group option exits 2). The job itself is bench.job.runner.run_job; the sweep-level state
 bench.tracking.callbacks.
 """
 from __future__ import annotations
@@ -32,6 +33,11 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    # unknown keys and group options exit 2 naming the valid ones, before Hydra
+    # composes (its own errors exit 1) and before anything is created
+    from hydra._internal.utils import get_args_parser
+    from .config import overrides
+    overrides.check(get_args_parser().parse_known_args()[0].overrides)  # Hydra reports bad flags
     # made absolute here, before Hydra changes anything, and inherited by every
     # job process: one store per command, never one per job directory
     os.environ["MLFLOW_TRACKING_URI"] = resolve_tracking_uri()

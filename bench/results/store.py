@@ -103,6 +103,27 @@ def _experiment(client: MlflowClient, name: str):
     return exp
 
 
+def pick_experiment(client: MlflowClient, sweep: Optional[str] = None) -> list[str]:
+    """The experiments that hold runs, most recent run first; those holding
+    `sweep` only, when any does. `bench.tables` without --experiment reads the
+    first. NoRunsError, listing the experiments, when none holds a run."""
+    def latest(flt: str) -> dict[str, int]:
+        found = {}
+        for e in retrying(client.search_experiments):
+            runs = retrying(client.search_runs, [e.experiment_id], filter_string=flt,
+                            max_results=1, order_by=["attributes.start_time DESC"])
+            if runs:
+                found[e.name] = runs[0].info.start_time or 0
+        return found
+    # quotes inside a sweep id would break the filter; sweep ids are timestamps
+    found = (sweep and latest(f"tags.sweep_id = '{sweep}'")) or latest("")
+    if not found:
+        names = sorted(e.name for e in retrying(client.search_experiments))
+        raise NoRunsError(f"no experiment in {client.tracking_uri} holds runs; "
+                          f"experiments there: {', '.join(map(repr, names)) or 'none'}")
+    return sorted(found, key=lambda n: (-found[n], n))
+
+
 def _sweeps_present(rows: pd.DataFrame) -> list[str]:
     return sorted(s for s in rows["sweep_id"].dropna().unique())
 

@@ -48,9 +48,11 @@ tag and metric names verbatim. Output is sorted and formatted
 deterministically: the same runs give byte-identical .md and .csv files. With
 --sweep (or when all jobs belong to one sweep) the files are also logged as
 artifacts to the sweep's parent run under `tables/`. The tracking URI is
-`bench.tracking.store.resolve_tracking_uri()`; the experiment defaults to the
-harness's (the default of `mlflow.experiment`). Exit status 2, with a message
-listing what exists, when nothing matches.
+`bench.tracking.store.resolve_tracking_uri()`; a sqlite store that does not
+exist is not created (one line naming the URI, exit 2). Without --experiment
+the experiment is the one with the most recent run (with --sweep, the one
+holding that sweep), named in one line with the others holding runs. Exit
+status 2, with a message listing what exists, when nothing matches.
 """
 from __future__ import annotations
 
@@ -69,7 +71,7 @@ from .columns import legend
 from .format import agg_markdown, write_csv
 from .paired import paired_tables
 from .status import status_tables, write_status
-from .store import MISSING, NoRunsError, Study, fetch_curves, load_study
+from .store import MISSING, NoRunsError, Study, fetch_curves, load_study, pick_experiment
 
 # what bench.results.study, the tests and older callers import from here
 __all__ = ["ALWAYS", "IF_VARIED", "KEY_ORDER", "VARIANTS", "add_settings", "add_variants",
@@ -174,8 +176,9 @@ def default_experiment() -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.tables", description=__doc__.split("\n")[0])
-    ap.add_argument("--experiment", default=default_experiment(),
-                    help="MLflow experiment (default: the default of mlflow.experiment)")
+    ap.add_argument("--experiment", default=None,
+                    help="MLflow experiment (default: the one with the most recent run; "
+                         "with --sweep, the one holding that sweep)")
     ap.add_argument("--sweep", default=None, help="sweep_id tag of one sweep (default: all runs)")
     ap.add_argument("--out", default="bench-results", type=Path,
                     help="output folder (default ./bench-results; results/ holds the committed studies)")
@@ -185,11 +188,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help="do not log the files to the sweep's parent run")
     args = ap.parse_args(argv)
 
-    from bench.tracking.store import client as store_client
+    from bench.tracking.store import client as store_client, resolve_tracking_uri
 
-    client = store_client()
+    uri = resolve_tracking_uri()
+    # opening a sqlite URI creates the file: a typo'd path or the wrong folder
+    # must not leave an empty store behind
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        print(f"bench.tables: no MLflow store at {uri}: run from the folder holding mlflow.db, "
+              f"or set MLFLOW_TRACKING_URI", file=sys.stderr)
+        return 2
+    client = store_client(uri)
     try:
-        study = load_study(client, args.experiment, args.sweep, lost_after_s=args.lost_after_s)
+        experiment = args.experiment
+        if experiment is None:
+            holding = pick_experiment(client, args.sweep)
+            experiment = holding[0]
+            others = f"; also holding runs: {', '.join(map(repr, holding[1:]))}" if holding[1:] else ""
+            print(f"bench.tables: experiment {experiment!r}, the one with the most recent run"
+                  f"{others} (--experiment NAME picks one)", file=sys.stderr)
+        study = load_study(client, experiment, args.sweep, lost_after_s=args.lost_after_s)
     except NoRunsError as e:
         print(f"bench.tables: {e}", file=sys.stderr)
         return 2
