@@ -54,15 +54,8 @@ TAG = "checkpoint"
 
 
 def path_for(cfg, chash: str) -> Path:
-    folder = Path(cfg.train.checkpoint_dir).expanduser()
-    if not folder.is_absolute():
-        folder = Path(_original_cwd()) / folder
-    return folder.resolve() / f"{chash}.pt"
-
-
-def _original_cwd() -> str:
-    from hydra.core.hydra_config import HydraConfig
-    return HydraConfig.get().runtime.cwd if HydraConfig.initialized() else os.getcwd()
+    from ..tracking.writable import checkpoint_folder
+    return checkpoint_folder(cfg) / f"{chash}.pt"
 
 
 @dataclass
