@@ -153,6 +153,10 @@ def _run_job(cfg: DictConfig, multirun: bool, job_num: str) -> float:
         bad = ConfigError("train.checkpoint_dir", cfg.train.checkpoint_dir, "",
                           message=f"cannot write train.checkpoint_dir: {why}")
         return _record_config_error(c, exp_id, tags, resolved, bad, job_num)
+    stale = CK.remove_stale_tmp(path.parent)
+    if stale:
+        print(f"[bench] removed {len(stale)} temporary checkpoint file(s) of killed writers from "
+              f"{path.parent}", flush=True)
     resume = None
     if not cfg.rerun:
         done = S.finished_run_with_hash(c, exp_id, chash)
