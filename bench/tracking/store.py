@@ -200,21 +200,49 @@ def retrying(fn: Callable[..., T], *args, patience_s: float | None = None, **kwa
             delay = min(delay * 2, 5.0)
 
 
+@contextmanager
+def creation_lock(uri: str):
+    """An exclusive lock on `<db>.lock` beside a local sqlite store, held
+    while this process creates or migrates the store and its experiment.
+    MLflow's schema migration is not safe against a concurrent one: two
+    commands started at the same moment on a new store failed with
+    `duplicate column name` or `table _alembic_tmp_... already exists`.
+    The lock file stays (removing it would race with a waiter); where it
+    cannot be made (a read-only folder, no fcntl) nothing is locked."""
+    handle = None
+    if uri.startswith("sqlite:///"):
+        try:
+            import fcntl
+            handle = open(uri[len("sqlite:///"):] + ".lock", "a")
+            fcntl.flock(handle, fcntl.LOCK_EX)      # blocks while another process creates it
+        except (ImportError, OSError):
+            if handle is not None:
+                handle.close()
+            handle = None
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.close()                          # closing releases the lock
+
+
 def ensure_experiment(uri: str, name: str) -> str:
     """Create the store (sqlite tables) and the experiment if missing; return
-    its id. Call once in the launching process, before parallel jobs start."""
+    its id. Call once in the launching process, before parallel jobs start;
+    commands started together are serialised by `creation_lock`."""
     check_store(uri)
-    c = client(uri)
-    exp = retrying(c.get_experiment_by_name, name)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        return retrying(c.create_experiment, name)
-    except Exception:  # noqa: BLE001 -- created concurrently by another process
+    with creation_lock(uri):
+        c = client(uri)
         exp = retrying(c.get_experiment_by_name, name)
-        if exp is None:
-            raise
-        return exp.experiment_id
+        if exp is not None:
+            return exp.experiment_id
+        try:
+            return retrying(c.create_experiment, name)
+        except Exception:  # noqa: BLE001 -- created concurrently by another process
+            exp = retrying(c.get_experiment_by_name, name)
+            if exp is None:
+                raise
+            return exp.experiment_id
 
 
 def search_pages(c, experiment_id: str, filter_string: str = "", page_size: int = 1000,
