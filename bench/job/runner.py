@@ -16,9 +16,10 @@
    (and artifact traceback.txt); in a multirun the job then returns instead of
    raising, so Hydra goes on with the sweep. Ctrl-C ends the run KILLED and
    propagates.
-5. The store unreachable for longer than `mlflow.patience_s` (bench.tracking.store:
-   shorter outages are retried and lose nothing) ends the job FAILED, with a
-   `failure_reason` naming the URI, the patience and the metric points not
+5. The store unreachable, or its disk full, for longer than
+   `mlflow.patience_s` (bench.tracking.store: shorter outages are retried and
+   lose nothing) ends the job FAILED, with a `failure_reason` naming the URI,
+   the patience (and "disk full" with the path) and the metric points not
    written, recorded when the store answers again (waiting at most
    max(patience, 60 s) more; if it does not, the run's heartbeat has stopped
    and liveness marks it lost later). A single run exits 1 with that line. In
