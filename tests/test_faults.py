@@ -76,7 +76,7 @@ def test_a_model_that_refuses_its_options_opens_no_run(tmp_path):
     (["train.checkpoint_dir={afile}/ck"], "mlflow.db", "train.checkpoint_dir"),
     (["hydra.run.dir={afile}/out"], "mlflow.db", "hydra.run.dir"),
     (["-m", "seed=0,1", "hydra.sweep.dir={afile}/out"], "mlflow.db", "hydra.sweep.dir"),
-    ([], "afile/mlflow.db", "the MLflow store"),
+    ([], "afile/mlflow.db", "MLflow tracking store"),
 ])
 def test_an_unwritable_place_is_named_before_anything_runs(tmp_path, args, store, what):
     """A folder under a regular file cannot be created, even by root: the

@@ -150,7 +150,7 @@ def _run_job(cfg: DictConfig, multirun: bool, job_num: str) -> float:
     why = writable.problem(path.parent)     # before a run opens: a stop signal writes there too
     if why is not None:
         if not multirun:
-            writable.refuse("train.checkpoint_dir", why)
+            writable.refuse("cannot write train.checkpoint_dir", why)
         bad = ConfigError("train.checkpoint_dir", cfg.train.checkpoint_dir, "",
                           message=f"cannot write train.checkpoint_dir: {why}")
         return _record_config_error(c, exp_id, tags, resolved, bad, job_num)

@@ -67,21 +67,23 @@ def _original_cwd() -> str:
 
 
 def places(config, multirun: bool, uri: Optional[str] = None) -> list[tuple[str, Path]]:
-    """(what, folder) for every place the command writes to."""
+    """(what cannot be done, folder) for every place the command writes to."""
     from omegaconf import OmegaConf
 
     from .store import resolve_tracking_uri
-    out = [("train.checkpoint_dir", checkpoint_folder(config))]
+    out = [("cannot write train.checkpoint_dir", checkpoint_folder(config))]
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     try:
         hydra_dir = OmegaConf.select(config, key, default=None)
     except Exception:  # noqa: BLE001 -- an interpolation only a job can resolve: Hydra judges it
         hydra_dir = None
     if hydra_dir:
-        out.append((key, Path(str(hydra_dir))))
+        out.append((f"cannot write {key}", Path(str(hydra_dir))))
     uri = uri or resolve_tracking_uri()
     if uri.startswith("sqlite:///"):
-        out.append((f"the MLflow store {uri}", Path(uri[len("sqlite:///"):]).parent))
+        # worded as store.check_store words a store it cannot open
+        out.append((f"MLflow tracking store {uri} cannot be opened",
+                    Path(uri[len("sqlite:///"):]).parent))
     return out
 
 
@@ -94,6 +96,5 @@ def check(config, multirun: bool) -> None:
 
 
 def refuse(what: str, why: str) -> None:
-    print(f"[bench] error: cannot write {what}: {why}; nothing was run", file=sys.stderr,
-          flush=True)
+    print(f"[bench] error: {what}: {why}; nothing was run", file=sys.stderr, flush=True)
     raise SystemExit(EXIT_PLACE)
