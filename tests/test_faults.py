@@ -72,6 +72,28 @@ def test_a_model_that_refuses_its_options_opens_no_run(tmp_path):
     assert _runs(uri)[1] == []
 
 
+@pytest.mark.parametrize("args, store, what", [
+    (["train.checkpoint_dir={afile}/ck"], "mlflow.db", "train.checkpoint_dir"),
+    (["hydra.run.dir={afile}/out"], "mlflow.db", "hydra.run.dir"),
+    (["-m", "seed=0,1", "hydra.sweep.dir={afile}/out"], "mlflow.db", "hydra.sweep.dir"),
+    ([], "afile/mlflow.db", "MLflow tracking store"),
+])
+def test_an_unwritable_place_is_named_before_anything_runs(tmp_path, args, store, what):
+    """A folder under a regular file cannot be created, even by root: the
+    command names it in one line before step 0, exit 1, nothing created
+    (a checkpoint folder used to fail at the first checkpoint, work lost)."""
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    uri = f"sqlite:///{tmp_path / store}"
+    out = _bench(tmp_path, uri, *(a.format(afile=afile) for a in args), "train.steps=5",
+                 timeout=120)
+    assert out.returncode == 1, out.stderr[-2000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("[bench] error:")]
+    assert len(errors) == 1 and what in errors[0] and str(afile) in errors[0], out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    assert list(tmp_path.iterdir()) == [afile]                  # no store, no outputs/
+
+
 def _wait_for(pred, timeout: float, what: str, proc: subprocess.Popen):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -80,9 +80,9 @@ def test_experiment_overlays_compose(exp):
 @pytest.mark.parametrize("overrides, key, valid", [
     (["estimator.name=nope"], "estimator", "gumbel"),
     (["conditioning.name=nope"], "conditioning", "film"),
-    (["estimator=vimco", "estimator.n_samples=1"], "estimator.n_samples", "integer >= 2"),
+    (["estimator=vimco", "estimator.n_samples=1"], "estimator.n_samples", "integers >= 2"),
     (["estimator=reinforce", "estimator.baseline=none", "estimator.n_samples=0"],
-     "estimator.n_samples", "integer >= 1"),
+     "estimator.n_samples", "integers >= 1"),
     (["estimator=reinforce", "estimator.n_samples=1"], "estimator.baseline", "n_samples >= 2"),
     (["kl.free_bits=-0.5"], "kl.free_bits", "numbers >= 0"),
     (["kl.free_bits_mode=none", "kl.free_bits=0.5"], "kl.free_bits_mode", "per_dim"),
@@ -94,12 +94,33 @@ def test_experiment_overlays_compose(exp):
     (["train.lr=0"], "train.lr", "numbers > 0"),
     (["latent_dropout=1.0"], "latent_dropout", "< 1"),
     (["kl=cyclical", "kl.cycles=0"], "kl.cycles", "integers >= 1"),
+    # infinite options passed the range checks; they are refused wherever they are
+    (["kl.beta=inf"], "kl.beta", "finite numbers"),
+    (["train.lr=inf"], "train.lr", "finite numbers"),
+    (["estimator=gumbel", "estimator.tau=inf"], "estimator.tau", "finite numbers"),
+    # used to blame estimator.baseline (the default 'loo'), which no value of fixes
+    (["estimator=reinforce", "estimator.n_samples=0"], "estimator.n_samples", "integers >= 1"),
+    # steps that cannot fit in any memory: refused with the estimate (bench.config.memory)
+    (["estimator=indecater", "latent.D=1000", "latent.K=1000"], "estimator", "cannot fit in memory"),
+    (["train.batch_size=10000000000"], "train.batch_size", "cannot fit in memory"),
 ])
 def test_bad_config_names_key_and_valid_values(overrides, key, valid):
     with pytest.raises(ConfigError) as e:
         validate(cfg_of(*overrides))
     assert e.value.key == key
     assert str(e.value).startswith(f"{key}=") and valid in str(e.value)
+
+
+def test_the_memory_estimate_names_the_largest_batch_that_fits():
+    from bench.config import memory
+    cfg = cfg_of("train.batch_size=1000")
+    est = estimators.build("gumbel")
+    per_example = 2 * 4 * 1 * 64            # digits: 64 pixels, one f-evaluation, and its gradient
+    memory.check(cfg, est, "categorical", 3, 4, memory=1000 * per_example)     # fits exactly
+    with pytest.raises(ConfigError) as e:
+        memory.check(cfg, est, "categorical", 3, 4, memory=999 * per_example)
+    assert e.value.key == "train.batch_size" and "integers <= 999 here" in str(e.value)
+    assert memory.machine_bytes() > 2**26
 
 
 @pytest.mark.parametrize("override, valid", [
@@ -129,7 +150,7 @@ def test_cli_bad_config_exits_before_training(tmp_path, tracking_uri):
     out = subprocess.run([sys.executable, "-m", "bench.run", "estimator=vimco", "estimator.n_samples=1"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "estimator.n_samples=1 is not valid" in out.stderr and "integer >= 2" in out.stderr
+    assert "estimator.n_samples=1 is not valid" in out.stderr and "integers >= 2" in out.stderr
     c = tracking.client(tracking_uri)
     exps = c.search_experiments()
     assert not c.search_runs([e.experiment_id for e in exps])

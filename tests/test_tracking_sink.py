@@ -3,6 +3,8 @@ point arrives with its own step and timestamp, a store that keeps failing
 ends in TrackingUnavailable (never silence), and a short outage is retried."""
 from __future__ import annotations
 
+import errno
+import sqlite3
 import time
 
 import pytest
@@ -78,3 +80,54 @@ def test_non_transient_errors_are_not_retried(tracking_uri):
         T.retrying(broken)
     assert len(calls) == 1
 
+
+
+@pytest.mark.parametrize("error, path", [
+    (lambda: sqlite3.OperationalError("database or disk is full"), None),     # None: the store's file
+    (lambda: OSError(errno.ENOSPC, "No space left on device", "/data/mlruns/x.txt"),
+     "/data/mlruns/x.txt"),
+])
+def test_a_full_disk_is_an_outage_named_disk_full(tracking_uri, monkeypatch, error, path):
+    """Retried within the patience like any outage (space may be freed), then
+    TrackingUnavailable saying "disk full" and naming the path."""
+    calls = []
+
+    def full():
+        calls.append(1)
+        raise error()
+    monkeypatch.setattr(T, "PATIENCE_S", 0.3)
+    with pytest.raises(T.TrackingUnavailable) as e:
+        T.retrying(full)
+    assert len(calls) > 1                   # retried, not a crash at the first error
+    assert f"disk full ({path or tracking_uri[len('sqlite:///'):]})" in str(e.value)
+
+
+def test_a_run_whose_metrics_meet_a_full_disk_ends_failed_saying_so(tracking_uri, tmp_path,
+                                                                     monkeypatch):
+    """The job's metric writes fail with sqlite's "database or disk is full":
+    the run ends FAILED, its reason says disk full, names the store's file and
+    counts the points not written; the command exits 1."""
+    from mlflow.tracking import MlflowClient
+
+    from bench.job.runner import run_job
+    from tests.compose import compose_config
+    real = MlflowClient.log_batch
+
+    def log_batch(self, run_id, metrics=(), *args, **kwargs):
+        if metrics:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(self, run_id, metrics, *args, **kwargs)
+    monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
+    cfg = compose_config(["train.steps=3", "train.log_every=1", "train.eval_every=3",
+                          "eval.grad_stats=false", "mlflow.patience_s=0.3",
+                          f"train.checkpoint_dir={tmp_path / 'ck'}"])
+    with pytest.raises(SystemExit) as e:
+        run_job(cfg)
+    assert e.value.code == 1
+    c = T.client(tracking_uri)
+    exp = c.get_experiment_by_name(cfg.mlflow.experiment)
+    (run,) = T.search_pages(c, exp.experiment_id)
+    reason = run.data.tags["failure_reason"]
+    assert run.info.status == "FAILED"
+    assert f"disk full ({tracking_uri[len('sqlite:///'):]})" in reason, reason
+    assert "metric point(s) not written" in reason, reason

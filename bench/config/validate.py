@@ -10,11 +10,13 @@ it composed the config (a file `conf/<group>/<name>.yaml` exists on its search
 path); here they are checked against the registries, one name end to end.
 Everything an estimator refuses (options, latent sizes) comes from the
 estimator itself: `estimators.build` and `Estimator.check_latent` raise, and
-this module only names the config key.
+this module only names the config key. No float option may be infinite or
+NaN, and a training step must fit in memory (bench.config.memory).
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+import math
+from typing import Any, Iterable, Iterator
 
 from .schema import FreeBitsMode
 
@@ -58,11 +60,27 @@ def _set_opts(opts: dict, defaults: dict) -> str:
     return "".join(f" estimator.{k}={v}" for k, v in sorted(opts.items()) if defaults.get(k) != v)
 
 
+def _floats(node, prefix: str = "") -> Iterator[tuple[str, float]]:
+    """(dotted key, value) of every float in a plain config, lists included."""
+    items = node.items() if hasattr(node, "items") else enumerate(node)
+    for k, v in items:
+        key = f"{prefix}{k}" if prefix else str(k)
+        if isinstance(v, float):
+            yield key, v
+        elif hasattr(v, "items") or isinstance(v, (list, tuple)) or type(v).__name__ == "ListConfig":
+            yield from _floats(v, f"{key}.")
+
+
 def validate(cfg) -> None:
     """Raise ConfigError for the first invalid key of a plain config
     (`bench.config.plain`: enums already strings)."""
     import estimators
     import models
+
+    # -- no option is infinite or NaN (a range check alone lets +inf through) --
+    for key, v in _floats({k: v for k, v in cfg.items() if k != "hydra"}):
+        if not math.isfinite(v):
+            raise ConfigError(key, v, "finite numbers")
 
     # -- names ------------------------------------------------------------
     est_name = cfg.estimator.get("name")
@@ -78,6 +96,12 @@ def validate(cfg) -> None:
             raise ConfigError(f"estimator.{k}", opts[k], f"options of {est_name}: {sorted(valid_opts)}",
                               "unknown option")
     cls = estimators.get(est_name)
+    # below the class's minimum no other option can help: named before the
+    # estimator's own checks, which may blame an option they meet first
+    n = opts.get("n_samples")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < cls.min_samples):
+        raise ConfigError("estimator.n_samples", n, f"integers >= {cls.min_samples}",
+                          f"{est_name} needs at least {cls.min_samples} sample(s) per estimate")
     latent = cfg.latent.name
     kind = models.latents.get(latent).estimator_kind     # bernoulli: categorical logits [0, a]
     if cls.latent != kind:
@@ -136,6 +160,8 @@ def validate(cfg) -> None:
     if t.prior_lr is not None:
         _range("train.prior_lr", t.prior_lr, 0, lo_open=True)
     _range("train.batch_size", t.batch_size, 1, integer=True)
+    from .memory import check as check_memory      # a step that cannot fit in memory
+    check_memory(cfg, est, kind, D, K)
     _range("train.lr", t.lr, 0, lo_open=True)
     _range("train.estimator_lr", t.estimator_lr, 0, lo_open=True)
     _range("train.eval_every", t.eval_every, 1, integer=True)

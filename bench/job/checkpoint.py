@@ -20,8 +20,11 @@ starting again.
   evaluation's metrics. The state of step N is taken after N updates and
   before step N is logged, with every earlier point already in the store
   (the trainer drains its sink first): a resume starts by logging step N.
-- How (`save`): a temporary file beside it, fsync, os.replace: a kill in the
-  middle of a write leaves the previous checkpoint whole.
+- How (`save`): a temporary file beside it (`<name>.tmp-<pid>-<host>`),
+  fsync, os.replace: a kill in the middle of a write leaves the previous
+  checkpoint whole. The temporary file such a kill leaves is removed by the
+  next run using the folder (`remove_stale_tmp`): at once when its writer
+  was on this host and is gone, after FOREIGN_STALE_S when it was elsewhere.
 - Resume (bench.job.runner): a rerun of a config whose latest run ended
   KILLED or lost, and whose checkpoint names that run, continues that MLflow
   run. Points that run already logged after the checkpoint are not written
@@ -40,8 +43,11 @@ starting again.
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -54,15 +60,8 @@ TAG = "checkpoint"
 
 
 def path_for(cfg, chash: str) -> Path:
-    folder = Path(cfg.train.checkpoint_dir).expanduser()
-    if not folder.is_absolute():
-        folder = Path(_original_cwd()) / folder
-    return folder.resolve() / f"{chash}.pt"
-
-
-def _original_cwd() -> str:
-    from hydra.core.hydra_config import HydraConfig
-    return HydraConfig.get().runtime.cwd if HydraConfig.initialized() else os.getcwd()
+    from ..tracking.writable import checkpoint_folder
+    return checkpoint_folder(cfg) / f"{chash}.pt"
 
 
 @dataclass
@@ -222,10 +221,14 @@ def load_optimisers(path: Path, opts: dict, saved: dict) -> None:
 
 
 # -- the file -----------------------------------------------------------------
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f"{path.name}.tmp-{os.getpid()}-{socket.gethostname()}")
+
+
 def save(path: Path, state: dict) -> None:
     """Atomically: a kill mid-write leaves the previous file as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp = _tmp_name(path)
     try:
         with open(tmp, "wb") as f:
             torch.save(state, f)
@@ -235,6 +238,44 @@ def save(path: Path, state: dict) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+_TMP = re.compile(r"\.pt\.tmp-(\d+)(?:-(.+))?$")
+FOREIGN_STALE_S = 600.0     # a write takes well under a second; a tmp file this old is abandoned
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:     # another user's live process
+        return True
+    return True
+
+
+def remove_stale_tmp(folder: Path, now: Optional[float] = None) -> list[Path]:
+    """Remove the temporary files that writers killed mid-`save` left in
+    `folder`: `<name>.pt.tmp-<pid>-<host>` of this host whose process is
+    gone. A file of another host (a folder shared between nodes), or of an
+    older version that named no host, may be a live write elsewhere: it is
+    removed only once untouched for FOREIGN_STALE_S. Returns what was removed."""
+    if not folder.is_dir():
+        return []
+    now = time.time() if now is None else now
+    host, gone = socket.gethostname(), []
+    for f in folder.iterdir():
+        m = _TMP.search(f.name)
+        if m is None or not f.is_file():
+            continue
+        try:
+            mine = m.group(2) == host
+            if (not _alive(int(m.group(1)))) if mine else now - f.stat().st_mtime > FOREIGN_STALE_S:
+                f.unlink()
+                gone.append(f)
+        except OSError:         # removed meanwhile, or not ours to remove: left as it is
+            continue
+    return gone
 
 
 def read(path: Path, chash: str, resolved: dict) -> dict:

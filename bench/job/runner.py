@@ -3,7 +3,9 @@
 1. `validate(cfg)` before the store is touched (the launching process has
    already checked, bench.tracking.preflight); a bad config ends a single run
    with its named error (exit status 2, nothing created), and in a multirun is
-   recorded FAILED (the sweep goes on).
+   recorded FAILED (the sweep goes on). A checkpoint folder that cannot be
+   written (bench.tracking.writable) is refused the same way before a run
+   opens, with exit status 1 in a single run.
 2. Skip: a FINISHED run of the experiment with the same `config_hash` tag
    means the job is done; `rerun=true` forces it. A skip is noted on the
    sweep's parent as tag `skipped.<job num> = <existing run id>`.
@@ -14,9 +16,10 @@
    (and artifact traceback.txt); in a multirun the job then returns instead of
    raising, so Hydra goes on with the sweep. Ctrl-C ends the run KILLED and
    propagates.
-5. The store unreachable for longer than `mlflow.patience_s` (bench.tracking.store:
-   shorter outages are retried and lose nothing) ends the job FAILED, with a
-   `failure_reason` naming the URI, the patience and the metric points not
+5. The store unreachable, or its disk full, for longer than
+   `mlflow.patience_s` (bench.tracking.store: shorter outages are retried and
+   lose nothing) ends the job FAILED, with a `failure_reason` naming the URI,
+   the patience (and "disk full" with the path) and the metric points not
    written, recorded when the store answers again (waiting at most
    max(patience, 60 s) more; if it does not, the run's heartbeat has stopped
    and liveness marks it lost later). A single run exits 1 with that line. In
@@ -55,6 +58,7 @@ from ..config.validate import ConfigError, validate
 from ..tracking import identity as I
 from ..tracking import liveness as L
 from ..tracking import sink as W
+from ..tracking import writable
 from ..tracking import store as S
 from ..tracking.handoff import Handoff
 from ..tracking.summary import EXIT_CONFIG, refuse
@@ -143,6 +147,17 @@ def _run_job(cfg: DictConfig, multirun: bool, job_num: str) -> float:
     # would look like work in progress; once marked lost (FAILED) it is redone below
     L.reap(c, exp_id, cfg.mlflow.lost_after_s)
     path = CK.path_for(cfg, chash)
+    why = writable.problem(path.parent)     # before a run opens: a stop signal writes there too
+    if why is not None:
+        if not multirun:
+            writable.refuse("cannot write train.checkpoint_dir", why)
+        bad = ConfigError("train.checkpoint_dir", cfg.train.checkpoint_dir, "",
+                          message=f"cannot write train.checkpoint_dir: {why}")
+        return _record_config_error(c, exp_id, tags, resolved, bad, job_num)
+    stale = CK.remove_stale_tmp(path.parent)
+    if stale:
+        print(f"[bench] removed {len(stale)} temporary checkpoint file(s) of killed writers from "
+              f"{path.parent}", flush=True)
     resume = None
     if not cfg.rerun:
         done = S.finished_run_with_hash(c, exp_id, chash)

@@ -7,6 +7,9 @@ the sweep callback calls `check(config, multirun)` before it touches the
 store:
 
 - a single run with a bad config exits 2 with the message, no traceback;
+- a folder the command would write to (the checkpoint folder, Hydra's output
+  folder, a local sqlite store's folder) that cannot be written ends it with
+  exit status 1 and one line naming the path (bench.tracking.writable);
 - a multirun through Hydra's basic sweeper composes every job's config as the
   sweeper will (its own `validate_batch_is_legal` does the same) and exits 2
   when every job is invalid; when only some are, it names them and goes on,
@@ -61,7 +64,15 @@ def _sweep_jobs(config: DictConfig) -> list[list[str]] | None:
 
 
 def check(config: DictConfig, multirun: bool) -> None:
-    """Exit 2 (SystemExit, which Hydra does not wrap) when nothing could run."""
+    """Exit 2 (SystemExit, which Hydra does not wrap) when nothing could run;
+    then exit 1 when a folder the command writes to is unwritable
+    (bench.tracking.writable)."""
+    _check_config(config, multirun)
+    from . import writable
+    writable.check(config, multirun)
+
+
+def _check_config(config: DictConfig, multirun: bool) -> None:
     if not multirun:
         err = _error(config)
         if err is not None:

@@ -9,8 +9,10 @@ Outages (a shared `mlflow server` restarting, a sqlite store locked by another
 writer): every call to the store goes through `retrying`, which retries
 transient errors with exponential backoff (capped at 5 s) for at most
 `PATIENCE_S` seconds per call (config key `mlflow.patience_s`, default 300,
-set by `configure`), then raises `TrackingUnavailable` naming the URI. A job
-therefore loses nothing across an outage shorter than the patience, and fails
+set by `configure`), then raises `TrackingUnavailable` naming the URI. A
+full disk (ENOSPC, sqlite's "database or disk is full") is such an outage
+too, since space may be freed meanwhile: the error then says "disk full" and
+names the file. A job therefore loses nothing across an outage shorter than the patience, and fails
 with a clear error after a longer one. For http(s) stores, `configure` also
 shrinks MLflow's own per-request retries (MLFLOW_HTTP_REQUEST_MAX_RETRIES=2,
 MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR=1, MLFLOW_HTTP_REQUEST_TIMEOUT=60; values
@@ -60,6 +62,23 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
 _TRANSIENT = ("locked", "busy", "connection", "timed out", "timeout", "temporarily",
               "503", "502", "504", "429", "max retries exceeded")
+# a full disk is an outage, not a crash: space may be freed within the patience
+_DISK_FULL = ("database or disk is full", "no space left on device", "disk quota exceeded")
+
+
+def disk_full(e: BaseException) -> Optional[str]:
+    """The path that could not be written when `e` (or an error it came
+    from) says the disk is full, '' when it names none; None otherwise."""
+    import errno
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return str(e.filename or "")
+        if any(w in str(e).lower() for w in _DISK_FULL):
+            return ""
+        e = e.__cause__ or e.__context__
+    return None
 
 
 class TrackingUnavailable(RuntimeError):
@@ -161,6 +180,11 @@ def check_store(uri: str) -> None:
                                   f"{type(e).__name__}: {e}") from None
 
 
+def _store_path(uri: str) -> str:
+    """The file of a local sqlite store, else the URI."""
+    return uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else uri
+
+
 def _uri_of(fn: Callable) -> str:
     owner = getattr(fn, "__self__", None)
     tc = getattr(owner, "_tracking_client", None)
@@ -183,38 +207,69 @@ def retrying(fn: Callable[..., T], *args, patience_s: float | None = None, **kwa
             return out
         except Exception as e:  # noqa: BLE001 -- MLflow wraps sqlite/http errors variously
             text = f"{type(e).__name__}: {e}".lower()
-            if not any(s in text for s in _TRANSIENT):
+            full = disk_full(e)
+            if full is None and not any(s in text for s in _TRANSIENT):
                 raise
             waited = time.monotonic() - t0
+            uri = _uri_of(fn)
+            why = "" if full is None else f"disk full ({full or _store_path(uri)}); "
             if waited + delay > patience:
                 first = (str(e).strip().splitlines() or [""])[0]    # not MLflow's SQL echo
                 raise TrackingUnavailable(
-                    f"MLflow tracking store {_uri_of(fn)} failed for {waited:.0f} s "
+                    f"MLflow tracking store {uri} failed for {waited:.0f} s "
                     f"(mlflow.patience_s={patience:g}) in {getattr(fn, '__name__', fn)}: "
-                    f"{type(e).__name__}: {first[:300]}") from e
+                    f"{why}{type(e).__name__}: {first[:300]}") from e
             if waited >= 1.0 and not told:      # once per call, after ~1 s of failures
                 told = True
-                print(f"[bench] tracking store {_uri_of(fn)} unavailable ({type(e).__name__}); "
+                print(f"[bench] tracking store {uri} unavailable ({why}{type(e).__name__}); "
                       f"retrying for up to {patience:g} s (mlflow.patience_s)", file=sys.stderr, flush=True)
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
 
+@contextmanager
+def creation_lock(uri: str):
+    """An exclusive lock on `<db>.lock` beside a local sqlite store, held
+    while this process creates or migrates the store and its experiment.
+    MLflow's schema migration is not safe against a concurrent one: two
+    commands started at the same moment on a new store failed with
+    `duplicate column name` or `table _alembic_tmp_... already exists`.
+    The lock file stays (removing it would race with a waiter); where it
+    cannot be made (a read-only folder, no fcntl) nothing is locked."""
+    handle = None
+    if uri.startswith("sqlite:///"):
+        try:
+            import fcntl
+            handle = open(uri[len("sqlite:///"):] + ".lock", "a")
+            fcntl.flock(handle, fcntl.LOCK_EX)      # blocks while another process creates it
+        except (ImportError, OSError):
+            if handle is not None:
+                handle.close()
+            handle = None
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.close()                          # closing releases the lock
+
+
 def ensure_experiment(uri: str, name: str) -> str:
     """Create the store (sqlite tables) and the experiment if missing; return
-    its id. Call once in the launching process, before parallel jobs start."""
+    its id. Call once in the launching process, before parallel jobs start;
+    commands started together are serialised by `creation_lock`."""
     check_store(uri)
-    c = client(uri)
-    exp = retrying(c.get_experiment_by_name, name)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        return retrying(c.create_experiment, name)
-    except Exception:  # noqa: BLE001 -- created concurrently by another process
+    with creation_lock(uri):
+        c = client(uri)
         exp = retrying(c.get_experiment_by_name, name)
-        if exp is None:
-            raise
-        return exp.experiment_id
+        if exp is not None:
+            return exp.experiment_id
+        try:
+            return retrying(c.create_experiment, name)
+        except Exception:  # noqa: BLE001 -- created concurrently by another process
+            exp = retrying(c.get_experiment_by_name, name)
+            if exp is None:
+                raise
+            return exp.experiment_id
 
 
 def search_pages(c, experiment_id: str, filter_string: str = "", page_size: int = 1000,
