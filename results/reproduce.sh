@@ -124,7 +124,7 @@ if has mnist5k; then  # opt-in: the DisARM binary VAEs on mnist5k at a CPU budge
   # step (~80x gumbel's step time at this size), so it gets the f-evaluations of
   # the 2-evaluation estimators' whole run instead of their steps: 10 steps
   STEPS="train.steps=${MNIST5K_STEPS:-2000} train.eval_every=1000 train.log_every=100"
-  for seeds in 0,1,2 3,4; do
+  for seeds in ${MNIST5K_SEEDS:-0,1,2 3,4}; do
     for m in disarm_linear disarm_nonlinear; do
       binary $m $seeds "$STEPS" results/.work/$m-${seeds//,/}
       run experiment=$m seed=$seeds train.f_evals=$((2 * ${MNIST5K_STEPS:-2000})) train.eval_every=1000 \

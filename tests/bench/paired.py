@@ -35,9 +35,14 @@ KL against the prior table expanded to (B, D, K) (~0.3-0.5 ms; now one row,
 broadcast), and the KL's own log-softmax of the posterior logits where the
 paper loop reuses its estimator's (~0.5 ms; at K = 2 now log sigmoid of the
 logit difference, ~4x cheaper), and the interval meter's on-device sums
-(~0.2 ms; it now keeps references and reduces at logging time). What is
-left, ~0.4-0.9 ms (1.04-1.10x): that KL pass itself (reinforce and gumbel;
-disarm takes none) and the objective's bookkeeping (elbo, detached values).
+(~0.2 ms; it now keeps references and reduces at logging time). On the
+papers' model (one logit per Bernoulli, the KL sampled inside f) what is left
+is 1.09-1.22x (thread CPU time, the machine loaded): the analytic KL the
+Trainer still computes each step for `train/kl` (the paper loop logs none),
+and the [0, a] layout every estimator receives: selecting and subtracting the
+two logits, stacking b into one-hot pairs and reading 2b - 1 back out, each a
+few small ops forward and backward where the paper loop holds a and b
+directly; disarm, with the least arithmetic of its own, shows it most (1.2x).
 """
 from __future__ import annotations
 
