@@ -213,14 +213,12 @@ def test_toy_task():
         tasks.load("toy", t=1.5)
 
 
-def test_fashion_mnist_defaults_to_debians_folder(monkeypatch, tmp_path):
+def test_fashion_mnist_defaults_to_debians_folder(tmp_path):
     """With no task.data_dir the loader reads Debian's dataset-fashion-mnist
     folder; when it is missing, the message names the key and the install command."""
-    from models.tasks import images
-    assert images.DEFAULT_DIRS["fashion_mnist"] == "/usr/share/datasets/fashion-mnist"
-    monkeypatch.setitem(images.DEFAULT_DIRS, "fashion_mnist", str(tmp_path / "absent"))
+    assert tasks.options("fashion_mnist")["data_dir"] == "/usr/share/datasets/fashion-mnist"
     with pytest.raises(FileNotFoundError) as e:
-        tasks.load("fashion_mnist")
+        tasks.load("fashion_mnist", data_dir=str(tmp_path / "absent"))
     msg = str(e.value)
     assert "task.data_dir" in msg and "apt-get install dataset-fashion-mnist" in msg
     assert str(tmp_path / "absent") in msg and "\n" not in msg

@@ -170,7 +170,7 @@ def _idx_loader(dataset: str, doc: str):
     `data_dir` (None: DEFAULT_DIRS[dataset]). val_size=0: validation on the
     t10k files (the held-out split); > 0: that many training images held out
     for validation instead."""
-    def load(*, device="cpu", seed: int = 0, data_dir: Optional[str] = None,
+    def load(*, device="cpu", seed: int = 0, data_dir: Optional[str] = DEFAULT_DIRS[dataset],
              binarize: str = "dynamic", threshold: Optional[float] = 0.5,
              val_size: int = 0) -> Task:
         return _idx_task(dataset, data_dir, device, seed, binarize, threshold, val_size)

@@ -78,8 +78,9 @@ def one_step_run(tree: Path, experiment: str, est: list[str], steps: int, seed: 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure_steps(old: Path, new: Path, steps: int, rounds: int, only=None) -> list[dict]:
-    """Per cell: old and new Trainer steps (roofline.py) alternating old, new, new, old."""
+def paired_cells(old: Path, new: Path, rounds: int, only, one) -> list[dict]:
+    """Per cell: `one(tree, experiment, est, seed)` for the old and the new tree,
+    alternating old, new, new, old, ...; rows with both sides' lists."""
     rows = []
     for experiment in EXPERIMENTS:
         for label, est in CELLS.items():
@@ -89,13 +90,20 @@ def measure_steps(old: Path, new: Path, steps: int, rounds: int, only=None) -> l
             for r in range(rounds):
                 order = [(old, olds), (new, news)] if r % 2 == 0 else [(new, news), (old, olds)]
                 for tree, out in order:
-                    out.append(one_step_run(tree, experiment, est, steps, seed=r))
-            ratio = statistics.median(o["cpu_step_ms"] / n["cpu_step_ms"] for o, n in zip(olds, news))
-            rows.append(dict(experiment=experiment, estimator=label, old=olds, new=news, ratio=ratio))
-            med = lambda xs, k: statistics.median(x[k] for x in xs)   # noqa: E731
-            print(f"{experiment:17s} {label:18s} CPU ms/step old {med(olds, 'cpu_step_ms'):.2f} "
-                  f"new {med(news, 'cpu_step_ms'):.2f}  speed-up {ratio:.2f}  matmul fraction "
-                  f"{med(olds, 'fraction'):.2f} -> {med(news, 'fraction'):.2f}", flush=True)
+                    out.append(one(tree, experiment, est, r))
+            rows.append(dict(experiment=experiment, estimator=label, old=olds, new=news))
+    return rows
+
+
+def measure_steps(old: Path, new: Path, steps: int, rounds: int, only=None) -> list[dict]:
+    """Trainer steps (roofline.py); speed-up = median over rounds of old / new CPU ms."""
+    rows = paired_cells(old, new, rounds, only,
+                        lambda tree, e, est, seed: one_step_run(tree, e, est, steps, seed))
+    med = lambda xs, k: statistics.median(x[k] for x in xs)   # noqa: E731
+    for r in rows:
+        r["ratio"] = statistics.median(o["cpu_step_ms"] / n["cpu_step_ms"] for o, n in zip(r["old"], r["new"]))
+        print(f"{r['experiment']:17s} {r['estimator']:18s} CPU ms/step old {med(r['old'], 'cpu_step_ms'):.2f} "
+              f"new {med(r['new'], 'cpu_step_ms'):.2f}  speed-up {r['ratio']:.2f}", flush=True)
     return rows
 
 
@@ -122,21 +130,13 @@ def steps_markdown(rows: list[dict], steps: int, rounds: int, loads: list) -> st
 
 
 def measure(old: Path, new: Path, steps: int, rounds: int, only=None) -> list[dict]:
-    rows = []
-    for experiment in EXPERIMENTS:
-        for label, est in CELLS.items():
-            if only and label not in only:
-                continue
-            olds, news = [], []
-            for r in range(rounds):
-                order = [(old, olds), (new, news)] if r % 2 == 0 else [(new, news), (old, olds)]
-                for tree, out in order:
-                    out.append(one_run(tree, experiment, est, steps, seed=r))
-            ratios = [n / o for n, o in zip(news, olds)]
-            rows.append(dict(experiment=experiment, estimator=label, old=olds, new=news,
-                             ratio=statistics.median(ratios)))
-            print(f"{experiment:17s} {label:18s} old {statistics.median(olds):7.1f}  new "
-                  f"{statistics.median(news):7.1f} steps/s  new/old {rows[-1]['ratio']:.2f}", flush=True)
+    """Whole bench.run processes; new / old = median of the per-round ratios."""
+    rows = paired_cells(old, new, rounds, only,
+                        lambda tree, e, est, seed: one_run(tree, e, est, steps, seed))
+    for r in rows:
+        r["ratio"] = statistics.median(n / o for n, o in zip(r["new"], r["old"]))
+        print(f"{r['experiment']:17s} {r['estimator']:18s} old {statistics.median(r['old']):7.1f}  new "
+              f"{statistics.median(r['new']):7.1f} steps/s  new/old {r['ratio']:.2f}", flush=True)
     return rows
 
 
