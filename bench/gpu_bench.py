@@ -16,10 +16,27 @@ launch overhead. On CPU there are no device kernels and the share is left
 empty. Estimators default to every registered categorical one; bf16 is skipped
 for estimators whose class is not `bf16_safe`, compile for those that need a
 `double_backward` (as bench.config.validate refuses them).
+
+Families (`--families`): `default`, the task's own model (the MLP on image
+tasks), and `conv` (models.conv with adaln conditioning and its spatial
+latent; image tasks only, skipped on the others). `--set KEY=VALUE ...` adds
+config overrides to every configuration (eval sizes, model width).
+
+Besides the steps, the first setting measured of each (task, family,
+estimator, batch) times what a run adds to them, once, as it does not depend
+on the setting (evaluation is plain fp32 and uncompiled): `eval_s`, one call of
+bench.job.evaluate.Evaluator (the first call of a run: new shapes, the exact
+pass), and `ckpt_ms`, writing the model, estimator and optimiser state as
+bench.job.checkpoint does (atomic, fsynced) and loading it back.
+
+A configuration that raises becomes an "error" row and the table goes on;
+after the table (and the CSV) the command exits non-zero, naming every failed
+configuration and its error.
 """
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -28,10 +45,13 @@ import torch
 
 import estimators
 from .config import compose, plain
+from .job import checkpoint as CK
 from .job.accel import StepModel
-from .job.build import build
+from .job.build import build, load_task
+from .job.evaluate import Evaluator
 from .job.objective import objective
 
+FAMILIES = {"default": [], "conv": ["model.family=conv", "conditioning=adaln", "latent.D=null"]}
 SETTINGS = {"fp32": ("fp32", False), "tf32": ("tf32", False), "bf16": ("bf16", False),
             "fp32+compile": ("fp32", True), "bf16+compile": ("bf16", True)}
 
@@ -43,16 +63,44 @@ def make_step(task, model, est, device, precision, compile_, batch):
     est_opt = torch.optim.Adam(extra, lr=1e-3) if extra else None
     gen = task.generator(0)
 
+    opts = {"model": opt, **({"estimator": est_opt} if est_opt is not None else {})}
+
     def step():
         obj = objective(sm, est, task.sample("train", batch, gen), 1.0)
-        opt.zero_grad(set_to_none=True)
-        if est_opt is not None:
-            est_opt.zero_grad(set_to_none=True)
+        for o in opts.values():
+            o.zero_grad(set_to_none=True)
         (obj.loss if obj.aux_loss is None else obj.loss + obj.aux_loss).backward()
-        opt.step()
-        if est_opt is not None:
-            est_opt.step()
+        for o in opts.values():
+            o.step()
+    step.opts = opts
     return step, sm
+
+
+def eval_seconds(cfg, task, model, est, device) -> float:
+    """One evaluation as the training loop makes it (module docstring)."""
+    ev = Evaluator(cfg, task, model, est, 0.0, "batch")
+    sync(device)
+    t0 = time.perf_counter()
+    ev(0, 1.0)
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def checkpoint_ms(model, est, opts: dict, device) -> float:
+    """Save the training state as bench.job.checkpoint does and load it back."""
+    sync(device)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "bench.pt"
+        CK.save(path, {"model": model.state_dict(), "estimator": est.state_dict(),
+                       "optimisers": {k: o.state_dict() for k, o in opts.items()},
+                       "rng": CK.rng_state(device)})
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        CK.load_module(path, "model", model, state["model"])
+        CK.load_module(path, "estimator", est, state["estimator"])
+        CK.load_optimisers(path, opts, state["optimisers"])
+    sync(device)
+    return 1e3 * (time.perf_counter() - t0)
 
 
 def sync(device):
@@ -77,7 +125,9 @@ def kernel_seconds(step, device, n: int) -> float | None:
     return busy_us / 1e6 / n
 
 
-def measure(cfg, device, setting: str, steps: int, warmup: int, profile_steps: int) -> dict:
+def measure(cfg, device, setting: str, steps: int, warmup: int, profile_steps: int,
+            extras: bool = False) -> dict:
+    """One configuration's row; `extras`: also eval_s and ckpt_ms (module docstring)."""
     precision, compile_ = SETTINGS[setting]
     torch.manual_seed(0)
     task, model, est = build(cfg, device)
@@ -93,9 +143,13 @@ def measure(cfg, device, setting: str, steps: int, warmup: int, profile_steps: i
     sync(device)
     dt = time.perf_counter() - t0
     busy = kernel_seconds(step, device, profile_steps)
-    return {"steps_per_s": steps / dt, "ms_per_step": 1e3 * dt / steps,
-            "kernel_share": None if busy is None else busy / (dt / steps),
-            "compiled": sm.compiled if compile_ else None}
+    row = {"steps_per_s": steps / dt, "ms_per_step": 1e3 * dt / steps,
+           "kernel_share": None if busy is None else busy / (dt / steps),
+           "compiled": sm.compiled if compile_ else None, "eval_s": None, "ckpt_ms": None}
+    if extras:
+        row["eval_s"] = eval_seconds(cfg, task, model, est, device)
+        row["ckpt_ms"] = checkpoint_ms(model, est, step.opts, device)
+    return row
 
 
 def main(argv=None) -> None:
@@ -109,44 +163,73 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=None, help="default: min(20, steps)")
     ap.add_argument("--profile-steps", type=int, default=20)
+    ap.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="config overrides for every configuration")
+    ap.add_argument("--no-extras", dest="extras", action="store_false",
+                    help="skip the evaluation and checkpoint timings")
     ap.add_argument("--out", type=Path, default=None, help="CSV to write the table to")
     a = ap.parse_args(argv)
     device = torch.device(a.device)
     warmup = min(20, a.steps) if a.warmup is None else a.warmup
-    rows = []
+    rows, failed = [], []
     for task in a.tasks:
-        for est in a.estimators:
-            for batch in a.batch:
-                cfg = plain(compose([f"task={task}", f"estimator={est}",
-                                     f"train.batch_size={batch}", f"device={a.device}"]))
-                double = estimators.build(est, **{k: v for k, v in cfg.estimator.items()
-                                                   if k != "name"}).double_backward
-                for setting in a.settings:
-                    if setting.startswith("bf16") and not estimators.get(est).bf16_safe:
-                        continue
-                    if SETTINGS[setting][1] and double:
-                        continue
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", DeprecationWarning)
-                        try:
-                            r = measure(cfg, device, setting, a.steps, warmup, a.profile_steps)
-                        except Exception as e:  # noqa: BLE001 -- one cell fails, the table goes on
-                            r = {"error": f"{type(e).__name__}: {str(e)[:80]}"}
-                    rows.append({"task": task, "estimator": est, "batch": batch, "setting": setting, **r})
-                    print(_fmt(rows[-1]), flush=True)
+        image = load_task(plain(compose([f"task={task}"])), torch.device("cpu")).family == "image"
+        for family in a.families:
+            if family == "conv" and not image:
+                continue
+            for est in a.estimators:
+                for batch in a.batch:
+                    rows += configuration(a, device, warmup, task, family, est, batch, failed)
     if a.out is not None:
         import pandas as pd
         a.out.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(rows).to_csv(a.out, index=False)
         print(f"wrote {a.out}")
+    if failed:
+        raise SystemExit(f"gpu_bench: {len(failed)} configuration(s) failed:\n"
+                         + "\n".join(f"  {_name(r)}: {r['error']}" for r in failed))
+
+
+def configuration(a, device, warmup, task, family, est, batch, failed) -> list:
+    """The rows of one (task, family, estimator, batch): one per setting it allows."""
+    rows = []
+    cfg = plain(compose([f"task={task}", f"estimator={est}", *FAMILIES[family],
+                         f"train.batch_size={batch}", f"device={a.device}", *a.set]))
+    double = estimators.build(est, **{k: v for k, v in cfg.estimator.items()
+                                       if k != "name"}).double_backward
+    for setting in a.settings:
+        if setting.startswith("bf16") and not estimators.get(est).bf16_safe:
+            continue
+        if SETTINGS[setting][1] and double:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
+                r = measure(cfg, device, setting, a.steps, warmup, a.profile_steps,
+                            extras=not rows and a.extras)
+            except Exception as e:  # noqa: BLE001 -- one cell fails, the table goes on
+                r = {"error": f"{type(e).__name__}: {e}"}
+        rows.append({"task": task, "family": family, "estimator": est, "batch": batch,
+                     "setting": setting, **r})
+        if "error" in r:
+            failed.append(rows[-1])
+        print(_fmt(rows[-1]), flush=True)
+    return rows
+
+
+def _name(r: dict) -> str:
+    return (f"task={r['task']} family={r['family']} estimator={r['estimator']} "
+            f"batch={r['batch']} setting={r['setting']}")
 
 
 def _fmt(r: dict) -> str:
+    head = f"{r['task']:10s} {r['family']:7s} {r['estimator']:9s} B={r['batch']:<5d} {r['setting']:13s}"
     if "error" in r:
-        return f"{r['task']:10s} {r['estimator']:9s} B={r['batch']:<5d} {r['setting']:13s} {r['error']}"
+        return f"{head} {r['error'][:120]}"
     share = "" if r["kernel_share"] is None else f"  kernels {100 * r['kernel_share']:.0f}%"
-    return (f"{r['task']:10s} {r['estimator']:9s} B={r['batch']:<5d} {r['setting']:13s} "
-            f"{r['steps_per_s']:8.1f} steps/s  {r['ms_per_step']:7.2f} ms/step{share}")
+    extras = "" if r["eval_s"] is None else f"  eval {r['eval_s']:.2f} s  ckpt {r['ckpt_ms']:.0f} ms"
+    return f"{head} {r['steps_per_s']:8.1f} steps/s  {r['ms_per_step']:7.2f} ms/step{share}{extras}"
 
 
 if __name__ == "__main__":

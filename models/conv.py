@@ -14,7 +14,8 @@ Kingma & Welling 2014; Sohn et al. 2015 for the conditional VAE).
 The label enters through the conditioning type's hooks (models.conditioning.base:
 `conv_block_modulation` in every residual block, `conv_head`, `conv_input`).
 The decoder reads nothing else of the batch, so a z that every example shares
-(the exact estimator's enumeration) is decoded once per distinct label.
+(the exact estimator's enumeration) is decoded once per class and gathered by
+label (`logits` says why every class rather than the batch's labels).
 
 Latent layout (one position = one cell of the h x w latent map):
     categorical   one variable of K categories per position: D = h*w, z (S, B, D, K)
@@ -153,14 +154,18 @@ class ConvCVAE(LatentModel):
     def logits(self, batch: Batch, z: Tensor) -> Tensor:
         """Pixel logits (S, B, P) of p(x | z, c)."""
         self.check_z(batch, z)
-        if self._shared_over_batch(z):
+        S, n = z.shape[0], self.dec_label.num_embeddings
+        if self._shared_over_batch(z) and n < batch.size:
             # every example gets the same z (a stride-0 batch axis: the exact
             # estimator's enumeration of K^D values). The decoder reads only
-            # (z, label), so each distinct label is decoded once and the rows
-            # gathered: 10 classes instead of 64 images per value of z
-            labels, inverse = torch.unique(batch.c, return_inverse=True)         # (U,), (B,)
-            S, U = z.shape[0], labels.shape[0]
-            return self._decode(z[:, :1].expand(S, U, *z.shape[2:]), labels)[:, inverse]
+            # (z, label), so each class is decoded once and the rows gathered
+            # by label: 10 classes instead of 64 images per value of z. Every
+            # class, not the batch's distinct labels: torch.unique would wait
+            # for the device (a host sync and a data-dependent shape) at every
+            # evaluation of f; a class absent from the batch costs a few rows,
+            # and a batch no larger than the class count decodes every row.
+            classes = torch.arange(n, device=batch.c.device)
+            return self._decode(z[:, :1].expand(S, n, *z.shape[2:]), classes).index_select(1, batch.c)
         return self._decode(z, batch.c)
 
     def _shared_over_batch(self, z: Tensor) -> bool:

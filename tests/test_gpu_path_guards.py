@@ -1,7 +1,8 @@
 """Guards of the GPU path that a CPU can check before the first lease:
 compile refused where the estimator needs a double backward, a NaN on an
 accelerator surfacing as the named error without a device-side assert, TF32
-off during evaluation, per-job peak memory, resume across device types.
+off during evaluation, per-job peak memory, resume across device types, and
+bench.gpu_bench (exit status when a configuration fails, its extra timings).
 Run: python -m pytest -q tests/test_gpu_path_guards.py"""
 from __future__ import annotations
 
@@ -45,6 +46,55 @@ def test_gpu_bench_skips_compile_where_validation_refuses_it(tmp_path):
                     "--tasks", "digits", "--estimators", "rebar", "--settings", "fp32+compile",
                     "--out", str(out)])
     assert out.read_text().strip() == ""            # no cell: nothing compiled, nothing failed
+
+
+def _fake_measure(cfg, device, setting, *a, **k):
+    if setting == "bf16":
+        raise RuntimeError("planted failure")
+    return {"steps_per_s": 1.0, "ms_per_step": 1e3, "kernel_share": None, "compiled": None,
+            "eval_s": None, "ckpt_ms": None}
+
+
+def test_gpu_bench_exits_non_zero_naming_the_failed_configurations(tmp_path, monkeypatch, capsys):
+    import pandas as pd
+    from bench import gpu_bench
+    monkeypatch.setattr(gpu_bench, "measure", _fake_measure)
+    out = tmp_path / "gpu_bench.csv"
+    with pytest.raises(SystemExit) as e:
+        gpu_bench.main(["--device", "cpu", "--batch", "8", "--tasks", "digits",
+                        "--estimators", "gumbel", "--settings", "fp32", "bf16", "--out", str(out)])
+    assert e.value.code not in (0, None)
+    assert str(e.value.code) == (
+        "gpu_bench: 2 configuration(s) failed:\n"
+        "  task=digits family=default estimator=gumbel batch=8 setting=bf16: RuntimeError: planted failure\n"
+        "  task=digits family=conv estimator=gumbel batch=8 setting=bf16: RuntimeError: planted failure")
+    printed = capsys.readouterr().out          # the whole table first, the CSV too
+    assert printed.count("steps/s") == 2 and printed.count("planted failure") == 2
+    t = pd.read_csv(out)
+    assert list(t["family"]) == ["default", "default", "conv", "conv"]
+    assert t["error"].notna().tolist() == [False, True, False, True]
+
+
+def test_gpu_bench_help_works_without_a_gpu(capsys):
+    from bench import gpu_bench
+    with pytest.raises(SystemExit) as e:
+        gpu_bench.main(["--help"])
+    assert e.value.code == 0 and "--families {default,conv}" in capsys.readouterr().out
+
+
+def test_gpu_bench_times_evaluation_and_a_checkpoint_on_the_conv_family(tmp_path):
+    import pandas as pd
+    from bench import gpu_bench
+    out = tmp_path / "gpu_bench.csv"
+    gpu_bench.main(["--device", "cpu", "--steps", "1", "--warmup", "0", "--batch", "8",
+                    "--tasks", "digits", "--families", "conv", "--estimators", "gumbel",
+                    "--settings", "fp32", "bf16", "--set", "+model.width=4", "eval.batch_size=16",
+                    "eval.iwae_samples=2", "eval.grad_samples=2", "eval.grad_batch_size=4",
+                    "--out", str(out)])
+    t = pd.read_csv(out)
+    assert list(t["family"]) == ["conv", "conv"] and "error" not in t.columns
+    assert t["eval_s"][0] > 0 and t["ckpt_ms"][0] > 0          # once per configuration
+    assert t[["eval_s", "ckpt_ms"]].iloc[1].isna().all()
 
 
 # -- a NaN on an accelerator ---------------------------------------------------------

@@ -180,7 +180,7 @@ def test_gpu_bench_runs_tiny_on_cpu(tmp_path):
     from bench import gpu_bench
     out = tmp_path / "gpu_bench.csv"
     gpu_bench.main(["--device", "cpu", "--steps", "2", "--warmup", "1", "--batch", "8",
-                    "--tasks", "digits", "--estimators", "gumbel", "rebar",
+                    "--tasks", "digits", "--families", "default", "--estimators", "gumbel", "rebar",
                     "--settings", "fp32", "bf16", "--out", str(out)])
     t = pd.read_csv(out)
     assert [tuple(r) for r in t[["estimator", "setting"]].values] == \
