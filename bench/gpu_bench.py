@@ -12,8 +12,12 @@ two device synchronisations: steps/s. One profiled pass of `--profile-steps`
 steps (torch.profiler) gives the device-kernel time per step, and
 `kernel_share` = that / the unprofiled time per step (the profiler slows the
 host side, not the kernels); near 1 means the step is limited by kernels, not by Python and
-launch overhead. On CPU there are no device kernels and the share is left
-empty. Estimators default to every registered categorical one; bf16 is skipped
+launch overhead. `sync_share`: the host time per step inside CUDA calls that
+wait for the device (synchronize, memcpy: SYNC_CALLS) over the step time, the
+price of host reads (the training step should make none: the placement check
+in tests/test_device_placement.py); the last synchronize of the pass, the
+measurement's own, is divided over the n steps. On CPU there are no device
+kernels and both shares are left empty. Estimators default to every registered categorical one; bf16 is skipped
 for estimators whose class is not `bf16_safe`, compile for those that need a
 `double_backward` (as bench.config.validate refuses them).
 
@@ -108,10 +112,16 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def kernel_seconds(step, device, n: int) -> float | None:
-    """Device-busy seconds per step over n profiled steps; None off CUDA."""
+# host-side CUDA runtime calls that wait for the device: where a step stalls on a sync
+SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize",
+              "cudaMemcpy", "cudaMemcpyAsync")
+
+
+def profile_seconds(step, device, n: int) -> tuple[float | None, float | None]:
+    """(device-busy seconds, host seconds inside syncing CUDA calls) per step over
+    n profiled steps; (None, None) off CUDA."""
     if device.type != "cuda":
-        return None
+        return None, None
     acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
     sync(device)
     with torch.profiler.profile(activities=acts) as prof:
@@ -122,7 +132,10 @@ def kernel_seconds(step, device, n: int) -> float | None:
     # one stream, so their durations do not overlap
     from torch.autograd import DeviceType
     busy_us = sum(e.time_range.elapsed_us() for e in prof.events() if e.device_type == DeviceType.CUDA)
-    return busy_us / 1e6 / n
+    # the final synchronize above is the measurement's own, not the steps'
+    sync_us = sum(e.time_range.elapsed_us() for e in prof.events()
+                  if e.device_type == DeviceType.CPU and e.name.startswith(SYNC_CALLS))
+    return busy_us / 1e6 / n, sync_us / 1e6 / n
 
 
 def measure(cfg, device, setting: str, steps: int, warmup: int, profile_steps: int,
@@ -142,9 +155,10 @@ def measure(cfg, device, setting: str, steps: int, warmup: int, profile_steps: i
         step()
     sync(device)
     dt = time.perf_counter() - t0
-    busy = kernel_seconds(step, device, profile_steps)
+    busy, synced = profile_seconds(step, device, profile_steps)
     row = {"steps_per_s": steps / dt, "ms_per_step": 1e3 * dt / steps,
            "kernel_share": None if busy is None else busy / (dt / steps),
+           "sync_share": None if synced is None else synced / (dt / steps),
            "compiled": sm.compiled if compile_ else None, "eval_s": None, "ckpt_ms": None}
     if extras:
         row["eval_s"] = eval_seconds(cfg, task, model, est, device)
@@ -228,6 +242,8 @@ def _fmt(r: dict) -> str:
     if "error" in r:
         return f"{head} {r['error'][:120]}"
     share = "" if r["kernel_share"] is None else f"  kernels {100 * r['kernel_share']:.0f}%"
+    if r.get("sync_share") is not None:
+        share += f"  syncs {100 * r['sync_share']:.0f}%"
     extras = "" if r["eval_s"] is None else f"  eval {r['eval_s']:.2f} s  ckpt {r['ckpt_ms']:.0f} ms"
     return f"{head} {r['steps_per_s']:8.1f} steps/s  {r['ms_per_step']:7.2f} ms/step{share}{extras}"
 

@@ -51,7 +51,8 @@ def test_gpu_bench_skips_compile_where_validation_refuses_it(tmp_path):
 def _fake_measure(cfg, device, setting, *a, **k):
     if setting == "bf16":
         raise RuntimeError("planted failure")
-    return {"steps_per_s": 1.0, "ms_per_step": 1e3, "kernel_share": None, "compiled": None,
+    return {"steps_per_s": 1.0, "ms_per_step": 1e3, "kernel_share": None, "sync_share": None,
+            "compiled": None,
             "eval_s": None, "ckpt_ms": None}
 
 

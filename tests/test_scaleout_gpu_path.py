@@ -7,7 +7,6 @@ Run: python -m pytest -q tests/test_scaleout_gpu_path.py [-m cuda]"""
 from __future__ import annotations
 
 import math
-import sys
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -109,37 +108,21 @@ def test_failing_compiler_falls_back_with_a_warning(monkeypatch):
 
 
 # -- no host synchronisation per step ------------------------------------------
-READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
 CPU_ONLY = ("estimators/base.py",)     # the NaN check reads on CPU only; none on CUDA
 
 
 def host_reads(device: str, steps: int) -> Counter:
-    """Reads of tensor values by project code (bench/, models/, estimators/)
-    during a run whose only logging steps are 0 and the last."""
-    sites: Counter = Counter()
-    originals = {n: getattr(torch.Tensor, n) for n in READS}
-
-    def spy(name):
-        orig = originals[name]
-
-        def read(self, *a, **k):
-            f = sys._getframe(1)
-            path = Path(f.f_code.co_filename)
-            if ROOT in path.parents and "tests" not in path.parts:
-                sites[f"{path.relative_to(ROOT)}:{f.f_lineno}"] += 1
-            return orig(self, *a, **k)
-        return read
-
+    """Reads of device values (tests/placement.py: .item, float, .cpu, .numpy,
+    .tolist, nonzero, unique, masked_select, boolean masks) by site, during a
+    whole Trainer.run whose only logging steps are 0 and the last."""
+    from bench.job.train import Trainer
+    from tests.placement import Placement
     cfg = cfg_of(f"train.steps={steps}", f"train.log_every={steps}", f"train.eval_every={steps}",
                  "eval.grad_stats=false", f"device={device}")
-    try:
-        for n in READS:
-            setattr(torch.Tensor, n, spy(n))
-        train(cfg, log=lambda s, m: None)
-    finally:
-        for n, f in originals.items():
-            setattr(torch.Tensor, n, f)
-    return sites
+    tr = Trainer(cfg, log=lambda s, m: None)
+    with Placement(tr.model, tr.est, tr.task) as p:
+        tr.run()
+    return Counter(site for _, site in p.reads)
 
 
 def assert_no_reads_per_step(device: str) -> None:
