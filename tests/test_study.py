@@ -135,3 +135,17 @@ def test_curve_summary_reads_first_mean_and_last_of_each_run(tmp_path):
     row = out.set_index("variant").loc["gumbel"]
     assert row["grad/log10_var@first.mean"] == pytest.approx(1.0)
     assert row["grad/log10_var@last.mean"] == pytest.approx(-1.5)     # (-1 + -2) / 2
+
+
+def test_where_the_data_lives_splits_no_task_variant():
+    """task.data_dir says where the files are, not what they are: runs that read
+    the same task from a default folder and from the same folder named
+    explicitly are one task, while a real option still splits it."""
+    runs = pd.DataFrame({
+        "run_id": list("abcd"), "estimator": ["disarm"] * 4, "task": ["fashion_mnist"] * 4,
+        "params.estimator.name": ["disarm"] * 4, "params.task.name": ["fashion_mnist"] * 4,
+        "params.task.data_dir": ["None", "None", "/usr/share/datasets/fashion-mnist"] * 1 + ["x"],
+        "params.task.val_size": ["0"] * 4})
+    assert list(tables.add_variants(runs)["task_variant"]) == ["fashion_mnist"] * 4
+    split = runs.assign(**{"params.task.val_size": ["0", "0", "5000", "5000"]})
+    assert list(tables.add_variants(split)["task_variant"])[2:] == ["fashion_mnist(val_size=5000)"] * 2

@@ -34,6 +34,9 @@ KEY_ORDER = ("task", "task_variant", "model", "latent", "estimator", "variant", 
              "backbone", "backbone_mode", "kl", "free_bits", "free_bits_mode")
 # label column -> the tag it refines; options come from the params.<tag>.* columns
 VARIANTS = {"variant": "estimator", "task_variant": "task"}
+# options that say where the data is, not what it is: the same files read from
+# two folders (a default that became explicit) are one task, not two variants
+PLACE = ("params.task.data_dir",)
 # label column -> the param it is read from (settings that are no tag)
 SETTINGS = {"backbone": "params.model.backbone", "backbone_mode": "params.model.backbone_mode"}
 STATS = ("mean", "se", "ci95", "n")
@@ -81,7 +84,8 @@ def add_variants(runs: pd.DataFrame) -> pd.DataFrame:
         if base not in runs:
             continue
         prefix = f"params.{base}."
-        opts = sorted(c for c in runs if c.startswith(prefix) and c != prefix + "name")
+        opts = sorted(c for c in runs if c.startswith(prefix) and c != prefix + "name"
+                      and c not in PLACE)
         within = [base] + (["task"] if base != "task" and "task" in runs else [])
         labels = runs[base].astype(str).copy()
         for _, g in runs.groupby(within, sort=True):
