@@ -23,7 +23,24 @@ UNBIASED = [
     ("rebar", dict(n_samples=2, tau=0.2, eta=0.7)),
     ("relax", dict()),
     ("relax", dict(use_f=True)),
+    # the papers' binary-VAE variant: eta (f(s(z)) + r), r on the perturbed logits
+    ("relax", dict(use_f=True, eta_scales_net=True, net_input="perturbed", layers=2,
+                   activation="leaky_relu", hidden=16, tau=0.1)),
 ]
+
+
+def test_relax_on_the_logistic_sample_is_unbiased_for_bernoullis():
+    """K = 2: the network sees z_1 - z_0 = a + logit(u), one number per variable
+    (DisARM's RELAX baseline); a broken variant that shows it z in place of z~
+    (the same network input for both, so c(z~) is not c at z~) is caught."""
+    problem = Problem.make(B=3, D=2, K=2, seed=5)
+    opts = dict(use_f=True, eta_scales_net=True, net_input="perturbed", hidden=16,
+                activation="leaky_relu", tau=0.1)
+    est = estimators.build("relax", **opts).to(DTYPE)
+    assert check_unbiased(est, problem) < Z_MAX
+    broken = estimators.build("relax", **opts).to(DTYPE)
+    broken.net_inputs = lambda z, zt, y: torch.cat([z[..., 1] - z[..., 0]] * 2)
+    assert check_unbiased(broken, problem) > 2 * Z_MAX
 
 
 def check_unbiased(est, problem, seed=0):
