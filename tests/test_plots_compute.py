@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from bench.results import compute_plots as cp
-from bench.results import plots
+from bench.results import lines, plots
 
 F_PER_STEP = {"gumbel": 1, "reinforce": 4, "exact": 64}
 
@@ -48,12 +48,12 @@ def draw(runs, curves, folder):
 def figures(monkeypatch):
     """The matplotlib figures the module closes, keyed by the file they were saved to."""
     saved = {}
-    real = cp.plt.Figure.savefig
+    real = plots.plt.Figure.savefig
 
     def spy(fig, path, *a, **kw):
         saved[str(path).rsplit("/", 1)[-1]] = fig
         return real(fig, path, *a, **kw)
-    monkeypatch.setattr(cp.plt.Figure, "savefig", spy)
+    monkeypatch.setattr(plots.plt.Figure, "savefig", spy)
     return saved
 
 
@@ -88,7 +88,7 @@ def test_points_start_after_step_zero_at_the_logged_x(tmp_path, figures):
     # one run: its own points, no band
     assert not figures["elbo_vs_f_evals.png"].axes[0].collections
     title = " ".join(figures["elbo_vs_f_evals.png"].get_suptitle().split())
-    assert "one run per line: no band" in title
+    assert "one seed per line: no band" in title
 
 
 def test_seconds_leave_evaluation_out(tmp_path, figures):
@@ -118,12 +118,12 @@ def test_seeds_are_averaged_on_a_common_grid_up_to_the_shortest_run(tmp_path, fi
 def test_mean_line_interpolates_each_run_and_gives_the_standard_error():
     a = (np.array([1.0, 2.0, 3.0]), np.array([0.0, 1.0, 2.0]))
     b = (np.array([1.5, 2.5, 4.0]), np.array([1.0, 2.0, 3.0]))
-    x, mean, se = cp.mean_line([a, b])
+    x, mean, se = lines.mean_line([a, b])
     assert list(x) == [1.5, 2.0, 2.5, 3.0]
     ya, yb = np.interp(x, *a), np.interp(x, *b)
     assert mean == pytest.approx((ya + yb) / 2)
     assert se == pytest.approx(np.abs(ya - yb) / 2)            # s.d. / sqrt(2) of two values
-    x, mean, se = cp.mean_line([a])
+    x, mean, se = lines.mean_line([a])
     assert se is None and list(mean) == [0.0, 1.0, 2.0]
 
 
@@ -140,6 +140,9 @@ def test_conditioning_types_get_their_own_panels(tmp_path, figures):
     draw(*study(conditionings=("concat", "film")), tmp_path)
     titles = [ax.get_title() for ax in figures["elbo_vs_f_evals.png"].axes if ax.axison]
     assert titles == ["digits · concat", "digits · film"]
+    # the panels say the conditioning: the legend names the estimators alone
+    legend = figures["elbo_vs_f_evals.png"].legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == ["gumbel", "reinforce"]
 
 
 @pytest.mark.parametrize("kw, name, words", [

@@ -145,10 +145,12 @@ def test_cli_end_to_end(study_store, tmp_path, monkeypatch):
     for name in ("elbo", "grad", "collapse", "cost", "collapse_by_setting"):
         assert (out / f"{name}.md").stat().st_size > 0 and (out / f"{name}.csv").exists()
     figures = sorted(p.name for p in (out / "figures").iterdir())
-    # the study has one free-bits value: that figure is skipped, and README.md says why
-    assert figures == ["README.md", "elbo_curves.png", "grad_log10_var.png", "heatmap_val_elbo.png"]
+    # the study has one free-bits value, and grad/log10_var one point after step 0
+    # (the final value): those figures are skipped, and README.md says why
+    assert figures == ["README.md", "elbo_curves.png", "heatmap_val_elbo.png"]
     why = (out / "figures" / "README.md").read_text()
     assert "`collapse_free_bits.png` | not drawn: one free-bits value" in why
+    assert "`grad_log10_var.png` | not drawn: no line has two points (evaluations)" in why
     assert all((out / "figures" / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
                for f in figures if f.endswith(".png"))
     logged = {a.path for a in client.list_artifacts(parent, "tables")}

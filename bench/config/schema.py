@@ -17,7 +17,7 @@ from enum import Enum
 from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 class Device(str, Enum):
@@ -181,5 +181,22 @@ class Config:
     debug: DebugConf = field(default_factory=DebugConf)
 
 
+# model.family values that name the MLP: null (an image task's own family),
+# its public name and its registered one (models.zoo.ALIASES)
+MLP_FAMILIES = (None, "mlp", "image")
+
+
+def mlp_only(value, *, _root_):
+    """`${mlp_only:3}`: value where model.family is the MLP, else null. A task
+    file's latent sizes are its MLP's (conf/task/digits.yaml); under another
+    family (model.family=conv) an unset size stays null and resolves to that
+    family's default for the task and latent kind (models.default_latent),
+    while MLP runs resolve, and hash, as before the interpolation."""
+    model = _root_.get("model") or {}
+    return value if model.get("family") in MLP_FAMILIES else None
+
+
 def register() -> None:
     ConfigStore.instance().store(name="base_config", node=Config)
+    if not OmegaConf.has_resolver("mlp_only"):
+        OmegaConf.register_new_resolver("mlp_only", mlp_only)

@@ -9,7 +9,8 @@
     status         status.md: failed, killed, lost, superseded and skipped runs
     columns        what every column and axis means (legends, axis labels)
     format         number formatting (the digit rule) and markdown helpers
-    plots          figures; compute_plots (bound against f-evaluations and seconds)
+    plots          figures; lines (one line per setting, spread over seeds),
+                   compute_plots (bound against f-evaluations and seconds)
                    and grids (a sweep's sample grids) are its parts
     study          reference-study summaries (`python -m bench.results.study`)
 """

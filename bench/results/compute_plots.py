@@ -20,9 +20,9 @@ a multiple of train.log_every) it is interpolated in step through (0, 0),
 exact since it is linear in step; the status says how many evaluations that
 concerned. Points start at the first evaluation after step 0.
 
-One line per estimator variant and panel (task, and conditioning type where it
-varies); runs of a line with other settings (seeds, KL schedules) are pooled.
-A line of one run is that run's evaluations; a line of several is their mean
+Panels per task, and per conditioning type where it varies; within a panel
+one line per setting, spread over seeds (`bench.results.lines`). A line of
+one run is that run's evaluations; a line of several is their mean
 ± 1 standard error, each run linearly interpolated on the union of the
 runs' x values between the largest first x and the smallest last x of its
 runs, so a line ends where its shortest run ends and nothing is extrapolated.
@@ -32,7 +32,6 @@ step 0 whose x is known. Runs left out of a drawn figure are counted in its stat
 """
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 from typing import Optional
 
@@ -40,7 +39,8 @@ import numpy as np
 import pandas as pd
 
 from .budget import eval_points
-from .plots import DPI, PNG_META, labels, n_range, plt
+from .lines import add_lines, draw_panels
+from .plots import labels
 
 ELBO = "val/elbo"
 WALL, EVAL_S, F_EVALS = "perf/wall_seconds", "perf/eval_seconds", "cost/f_evals"
@@ -56,77 +56,24 @@ AXES = {
 }
 Y_LABEL = "validation ELBO (nats, higher is better)"
 LOG_X_SPAN = 30   # a log x-axis once x spans this factor: exact's K^D f-evaluations per step
-MARKERS_UP_TO = 30  # points per line; denser lines read better without markers
-
-
-def mean_line(runs: list[tuple[np.ndarray, np.ndarray]]):
-    """(x, mean, s.e. or None) of one line from its runs' (x, y), x ascending."""
-    if len(runs) == 1:
-        return runs[0][0], runs[0][1], None
-    lo, hi = max(x[0] for x, _ in runs), min(x[-1] for x, _ in runs)
-    if hi < lo:  # the runs' x ranges do not overlap: no common grid
-        return np.array([]), np.array([]), None
-    grid = np.unique(np.concatenate([x[(x >= lo) & (x <= hi)] for x, _ in runs] + [[lo, hi]]))
-    ys = np.stack([np.interp(grid, x, y) for x, y in runs])
-    return grid, ys.mean(0), ys.std(0, ddof=1) / np.sqrt(len(runs))
-
-
-def _band_note(ns: list[int]) -> str:
-    if min(ns) > 1:
-        return (f"mean ± 1 s.e. over runs (n = {n_range(ns)} per line), interpolated on a "
-                f"common x grid; a line ends where its shortest run ends")
-    if max(ns) == 1:
-        return "one run per line: no band"
-    return "mean ± 1 s.e. where a line has several runs; lines with one run have no band"
 
 
 def _figure(data: pd.DataFrame, runs: pd.DataFrame, colours: dict, x_label: str,
-            title: str, path: Path) -> Path:
+            title: str, path: Path) -> tuple[Optional[Path], str]:
     hue, col = labels(runs)
-    data = data.merge(runs[list(dict.fromkeys(["run_id", hue, col, "conditioning"]))],
-                      on="run_id")
-    by_cond = data["conditioning"].nunique() > 1
-    tasks = sorted(data[col].astype(str).unique())
-    conds = sorted(data["conditioning"].astype(str).unique()) if by_cond else [None]
-    fig, axes = plt.subplots(len(tasks), len(conds), squeeze=False,
-                             figsize=(4.6 * len(conds), 3.4 * len(tasks) + 0.9))
+    by_cond = runs["conditioning"].nunique() > 1
+    runs, legend = add_lines(runs, exclude=("conditioning",) if by_cond else ())
+    data = data.merge(runs[list(dict.fromkeys(["run_id", hue, col, "conditioning", "line",
+                                               "rest"]))], on="run_id")
     positive = data.loc[data["x"] > 0, "x"]
     log_x = len(positive) > 0 and positive.max() / positive.min() > LOG_X_SPAN
-    ns, shown = [], set()
-    for (i, task), (j, cond) in ((a, b) for a in enumerate(tasks) for b in enumerate(conds)):
-        ax = axes[i][j]
-        panel = data[data[col].astype(str) == task]
-        if by_cond:
-            panel = panel[panel["conditioning"].astype(str) == cond]
-        if panel.empty:
-            ax.set_axis_off()
-            continue
-        for name, line in sorted(panel.groupby(hue), key=lambda kv: str(kv[0])):
-            per_run = [(g["x"].to_numpy(), g["elbo"].to_numpy())
-                       for _, g in line.sort_values("x").groupby("run_id")]
-            x, mean, se = mean_line(per_run)
-            if not len(x):
-                continue
-            ns.append(len(per_run))
-            colour = colours.get(str(name))
-            ax.plot(x, mean, color=colour, lw=1.8, label=str(name),
-                    marker="o" if len(x) <= MARKERS_UP_TO else None, ms=3.5)
-            if se is not None:
-                ax.fill_between(x, mean - se, mean + se, color=colour, alpha=0.22, lw=0)
-            shown.add(str(name))
-        ax.set(title=task + (f" · {cond}" if by_cond else ""), xlabel=x_label, ylabel=Y_LABEL)
-        if log_x:
-            ax.set_xscale("log")
-    handles = [plt.Line2D([], [], color=colours.get(n), lw=2.5, label=n) for n in sorted(shown)]
-    fig.legend(handles=handles, title="estimator variant", loc="center left",
-               bbox_to_anchor=(1.0, 0.5), frameon=False)
-    width = int(4.6 * len(conds) * DPI / 7.5)  # characters of 11 points across the panels
-    lines = [title, f"from the first evaluation after step 0; {_band_note(ns or [1])}"]
-    fig.suptitle("\n".join(textwrap.fill(t, max(width, 70)) for t in lines), fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI, metadata=PNG_META, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    data = data.rename(columns={"run_id": "series", "elbo": "y"})
+    return draw_panels(
+        data, colours, hue=hue, legend=legend, row=col, col="conditioning" if by_cond else None,
+        x_label=x_label, y_label=Y_LABEL, path=path, log_x=log_x,
+        title=title, subtitle="from the first evaluation after step 0",
+        grid=", interpolated on a common x grid; a line ends where its shortest run ends",
+        titles=lambda task, cond: task + (f" · {cond}" if by_cond else ""))
 
 
 def _one(name: str, runs, curves, points: pd.DataFrame, path: Path,
@@ -161,8 +108,9 @@ def _one(name: str, runs, curves, points: pd.DataFrame, path: Path,
             notes.append(f"x interpolated in step at {interpolated} evaluation(s) that were "
                          f"not logging steps")
     data = known[known["run_id"].isin(kept)].rename(columns={ELBO: "elbo", axis: "x"})
-    _figure(data[["run_id", "step", "elbo", "x"]], runs, colours, x_label, title, path)
-    return path, "; ".join(["drawn"] + notes)
+    drawn, status = _figure(data[["run_id", "step", "elbo", "x"]], runs, colours, x_label,
+                            title, path)
+    return drawn, "; ".join([status] + notes)
 
 
 def write_compute_figures(runs: pd.DataFrame, curves: pd.DataFrame, folder: Path,

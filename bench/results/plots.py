@@ -6,9 +6,9 @@ builds them), their long-format histories (run_id, key, step, value) for
 `CURVE_KEYS`, and optionally the MlflowClient of the store (for the sample
 grids, which are run artifacts), and writes, where the data can fill them:
 
-    elbo_curves.png          validation ELBO against step, one line per estimator variant
-    grad_log10_var.png       log10 gradient variance against step, one line per variant
-    heatmap_val_elbo.png     estimator variant x conditioning, mean final validation ELBO
+    elbo_curves.png          validation ELBO against step, one line per setting
+    grad_log10_var.png       log10 gradient variance against step, one line per setting
+    heatmap_val_elbo.png     setting (but conditioning) x conditioning, mean final validation ELBO
     collapse_free_bits.png   active units and mutual information against free bits
     elbo_vs_f_evals.png      validation ELBO against evaluations of f (bench.results.compute_plots)
     elbo_vs_seconds.png      validation ELBO against training seconds (bench.results.compute_plots)
@@ -16,15 +16,23 @@ grids, which are run artifacts), and writes, where the data can fill them:
                              run (bench.results.grids; needs `client`)
     README.md                what each figure shows, and why any was not drawn
 
+Lines (bench.results.lines): runs are split by every key the tables group
+rows by that varies (estimator variant, conditioning, model options, latent,
+KL schedule, free bits, ...), so a line's runs are its seeds; the legend
+names each line by the settings that vary ("gumbel · film"). A band of one
+standard error over seeds where a line has two seeds or more (the title says
+when there is none); a line needs two points, and a figure none of whose
+lines has them (one evaluation per run) is not drawn, with the reason.
+
 Readable at the size written: axes in words with units; curves start at the
 first evaluation after step 0 (the untrained model's value would set the
 range and squash the differences that matter); one colour per estimator
-variant from a colour-blind-safe palette, the same colour in every figure;
-a band of one standard error over runs where a line has several runs (the
-title says when there is none). A figure whose x-axis the study does not
-vary (one free-bits value; one estimator and one conditioning) is not drawn,
-and README.md says so. Stale copies are removed. PNG metadata carries no
-software version or date, so the same runs give the same files.
+variant from a colour-blind-safe palette, the same colour in every figure,
+and one dash pattern per the rest of a line's settings. A figure whose
+x-axis the study does not vary (one free-bits value; one estimator and one
+conditioning) is not drawn, and README.md says so. Stale copies are removed.
+PNG metadata carries no software version or date, so the same runs give the
+same files.
 """
 from __future__ import annotations
 
@@ -55,6 +63,7 @@ AXIS = {"step": "training step (optimiser updates)",
         "collapse/active_units": "active units (count)",
         "collapse/mutual_info": "mutual information I(x; z) (nats)",
         "free_bits": "free bits λ (nats)"}
+AFTER_0 = "from the first evaluation after step 0"
 TITLE = {"val/elbo": "Validation ELBO during training",
          "grad/log10_var": "Gradient variance of the encoder during training"}
 
@@ -87,83 +96,70 @@ def n_range(ns) -> str:
     return f"{lo}" if lo == hi else f"{lo}–{hi}"
 
 
-def _band_note(data: pd.DataFrame, hue: str, col: str) -> str:
-    per_line = data.groupby([col, hue, "step"])["run_id"].nunique()
-    if per_line.min() > 1:
-        return f"mean ± 1 s.e. over runs (n = {n_range(per_line)} per line)"
-    if per_line.max() == 1:
-        return "one run per line: no band"
-    return "mean ± 1 s.e. where a line has several runs; lines with one run have no band"
-
-
 def _curve(runs, curves, key: str, path: Path, colours: dict) -> tuple[Optional[Path], str]:
+    from .lines import add_lines, draw_panels  # it imports this module, as compute_plots does
     hue, col = labels(runs)
     data = curves[(curves["key"] == key) & (curves["step"] > 0)]
-    data = data.merge(runs[list(dict.fromkeys(["run_id", hue, col]))], on="run_id")
     if data.empty:
         return None, f"no {key} logged after step 0"
-    data = data.rename(columns={"value": key})
-    grid = sns.relplot(
-        data=data, x="step", y=key, hue=hue, col=col, kind="line", errorbar="se",
-        palette=colours, hue_order=sorted(data[hue].unique()),
-        col_order=sorted(data[col].unique()), facet_kws={"sharey": False},
-        height=3.4, aspect=1.35,
-    )
-    grid.set_axis_labels(AXIS["step"], AXIS[key])
-    grid.set_titles("{col_name}")
-    grid.legend.set_title("estimator")
-    grid.figure.suptitle(f"{TITLE[key]}: {_band_note(data, hue, col)}; from the first "
-                         f"evaluation after step 0", y=1.04)
-    return _save(grid.figure, path), "drawn"
+    runs, legend = add_lines(runs)
+    data = data.merge(runs[list(dict.fromkeys(["run_id", hue, col, "line", "rest"]))],
+                      on="run_id")
+    data = data.rename(columns={"run_id": "series", "step": "x", "value": "y"})
+    return draw_panels(data, colours, hue=hue, legend=legend, row=col, col=None,
+                       x_label=AXIS["step"], y_label=AXIS[key],
+                       title=TITLE[key], subtitle=AFTER_0, path=path)
 
 
 def _heatmap(runs, path: Path) -> tuple[Optional[Path], str]:
+    from .lines import add_lines
     if "val/elbo" not in runs or runs["val/elbo"].notna().sum() == 0:
         return None, "no final val/elbo"
-    hue, _ = labels(runs)
-    rows, cols = runs[hue].nunique(), runs["conditioning"].nunique()
+    # rows: every setting that varies but the conditioning, the columns
+    runs, legend = add_lines(runs, exclude=("conditioning",))
+    rows, cols = runs["line"].nunique(), runs["conditioning"].nunique()
     if rows < 2 and cols < 2:
         return None, "one estimator and one conditioning type: nothing to compare"
-    tasks = sorted(runs["task"].unique())
+    _, panel = labels(runs)
+    tasks = sorted(runs[panel].astype(str).unique())
+    width = 3.0 + 1.0 * cols + 0.06 * max(len(n) for n in runs["line"])
     fig, axes = plt.subplots(1, len(tasks), squeeze=False,
-                             figsize=(len(tasks) * (3.0 + 1.0 * cols), 1.8 + 0.45 * rows))
+                             figsize=(len(tasks) * width, 1.8 + 0.45 * rows))
     for ax, task in zip(axes[0], tasks):
-        table = (runs[runs["task"] == task]
-                 .pivot_table(index=hue, columns="conditioning", values="val/elbo", aggfunc="mean")
+        table = (runs[runs[panel].astype(str) == task]
+                 .pivot_table(index="line", columns="conditioning", values="val/elbo",
+                              aggfunc="mean")
                  .sort_index().sort_index(axis=1))
         sns.heatmap(table, annot=True, fmt=".2f", cmap="viridis", ax=ax,
                     cbar_kws={"label": AXIS["val/elbo"]})
-        ax.set(title=task, xlabel="conditioning type", ylabel="estimator")
+        ax.set(title=task, xlabel="conditioning type", ylabel=legend)
         ax.tick_params(axis="y", rotation=0)  # estimator names read horizontally
-    fig.suptitle("Final validation ELBO (nats), mean over seeds and other settings")
+    fig.suptitle("Final validation ELBO (nats), mean over seeds")
     fig.tight_layout()
     return _save(fig, path), "drawn"
 
 
 def _collapse(runs, path: Path, colours: dict) -> tuple[Optional[Path], str]:
+    from .lines import add_lines, draw_panels
     metrics = [m for m in ("collapse/active_units", "collapse/mutual_info") if m in runs]
     fb = pd.to_numeric(runs["free_bits"], errors="coerce") if "free_bits" in runs else None
     if not metrics or fb is None or fb.notna().sum() == 0:
         return None, "no free_bits tag or collapse metrics"
     if fb.nunique() < 2:
         return None, f"one free-bits value ({fb.dropna().iloc[0]:g}) in the study: no x-axis to draw"
-    hue, _ = labels(runs)
-    data = runs.assign(free_bits=fb).dropna(subset=["free_bits"])
-    data = data.melt(id_vars=list(dict.fromkeys(["task", hue, "free_bits"])), value_vars=metrics,
-                     var_name="metric", value_name="value").dropna(subset=["value"])
-    grid = sns.relplot(
-        data=data, x="free_bits", y="value", hue=hue, col="metric", row="task",
-        kind="line", marker="o", errorbar="se", palette=colours,
-        hue_order=sorted(data[hue].unique()), col_order=metrics,
-        row_order=sorted(data["task"].unique()), facet_kws={"sharey": False},
-        height=3.0, aspect=1.3,
-    )
-    grid.set_titles("{row_name}")
-    for (task, metric), ax in grid.axes_dict.items():
-        ax.set(xlabel=AXIS["free_bits"], ylabel=AXIS[metric])
-    grid.legend.set_title("estimator")
-    grid.figure.suptitle("Latent use against free bits (mean ± 1 s.e. over runs)", y=1.03)
-    return _save(grid.figure, path), "drawn"
+    hue, panel = labels(runs)
+    runs, legend = add_lines(runs, exclude=("free_bits",))
+    data = runs.assign(x=fb, series=runs["seed"].astype(str) if "seed" in runs else "0")
+    data = data.dropna(subset=["x"]).melt(
+        id_vars=list(dict.fromkeys([panel, hue, "line", "rest", "series", "x"])),
+        value_vars=metrics, var_name="metric", value_name="y").dropna(subset=["y"])
+    # a series is one seed of a line across free-bits values; runs the line pools
+    # (settings the tables pool too) are averaged first
+    data = data.groupby([panel, "metric", hue, "line", "rest", "series", "x"],
+                        as_index=False)["y"].mean()
+    return draw_panels(data, colours, hue=hue, legend=legend, row=panel, col="metric",
+                       x_label=AXIS["free_bits"], y_label={m: AXIS[m] for m in metrics},
+                       title="Latent use against free bits", path=path)
 
 
 def write_figures(runs: pd.DataFrame, curves: pd.DataFrame, folder: Path,
