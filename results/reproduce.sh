@@ -175,7 +175,11 @@ if has fashion_binary; then  # opt-in: DisARM's binary VAEs on full Fashion-MNIS
       done
     done
   done
-  [[ -n "${FASHION_SEEDS-x}" ]] && python -m bench.tables --experiment disarm-fashion --out results/fashion_binary
+  if [[ -n "${FASHION_SEEDS-x}" ]]; then
+    python -m bench.tables --experiment disarm-fashion --out results/fashion_binary
+    python -m bench.results.study used --experiment disarm-fashion --out results/fashion_binary/tuned_used.md \
+        --tuning results/.work/tune-fashion-*/best.yaml
+  fi
 fi
 
 if has reinmax; then  # opt-in: the ReinMax 8x4 VAE, each estimator at the lr and tau of the paper's appendix

@@ -149,3 +149,23 @@ def test_where_the_data_lives_splits_no_task_variant():
     assert list(tables.add_variants(runs)["task_variant"]) == ["fashion_mnist"] * 4
     split = runs.assign(**{"params.task.val_size": ["0", "0", "5000", "5000"]})
     assert list(tables.add_variants(split)["task_variant"])[2:] == ["fashion_mnist(val_size=5000)"] * 2
+
+
+def test_used_reads_the_tuned_values_back_from_the_store(tmp_path):
+    """`study used`: a run that logged its study's train.lr passes, one that
+    did not is named (a store made with MLflow itself, sqlite)."""
+    import yaml
+    from mlflow.tracking import MlflowClient
+    from bench.results.study import used_table
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.create_experiment("fb")
+    for seed, lr in ((0, "0.001"), (1, "0.002")):
+        run = client.create_run(exp, tags={"estimator": "disarm", "seed": str(seed)})
+        client.log_param(run.info.run_id, "train.lr", lr)
+        client.set_terminated(run.info.run_id, "FINISHED")
+    best = tmp_path / "best.yaml"
+    best.write_text(yaml.safe_dump({"s:defaults": {"overrides": ["estimator=disarm", "train.lr=0.001"],
+                                                   "value": -1.0, "trials": 4}}))
+    text, bad = used_table("fb", [best], client=client)
+    assert "| disarm | 0 | train.lr=0.001 | train.lr=0.001 | yes |" in text
+    assert len(bad) == 1 and "seed 1" in bad[0] and "0.002" in bad[0]

@@ -10,6 +10,10 @@
     python -m bench.results.study trials --storage sqlite:///results/.work/optuna.db \
         --prefix fashion- --out results/fashion_binary/tuning_trials.md
         -> every trial of those Optuna studies, the best and the spread per study
+    python -m bench.results.study used --experiment disarm-fashion \
+        --tuning results/.work/tune-fashion-*/best.yaml --out results/fashion_binary/tuned_used.md
+        -> each finished run's logged train.lr / estimator.tau against its study's
+           choice, read back from the store (exit 1 on a mismatch)
     python -m bench.results.study curve --experiment toy --key grad/log10_var --out results/toy
         -> grad_log10_var_over_run.md/.csv: per variant, the metric at the
            first step, its mean over the run's evaluations, and at the last step
@@ -151,6 +155,42 @@ def trials_table(storage: str, prefix: str) -> str:
             + md_table(["study", "trials", "best", "spread"], rows))
 
 
+def used_table(experiment: str, tuning: Sequence[Path], client=None) -> tuple[str, list[str]]:
+    """(markdown, mismatches): per finished run of `experiment`, the train.lr and
+    estimator.tau it logged against the values its estimator's study chose
+    (`best.yaml` files; a study is matched to a run by estimator name), read back
+    from the store: the check that the long runs used the tuned values."""
+    if client is None:
+        from mlflow.tracking import MlflowClient
+        from bench.tracking.store import resolve_tracking_uri
+        client = MlflowClient(resolve_tracking_uri())
+    chosen = {}
+    for path in tuning:
+        for est, b in read_best(path).items():
+            chosen[est] = b["overrides"]
+    exp = client.get_experiment_by_name(experiment)
+    rows, bad = [], []
+    for run in client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'"):
+        est = run.data.tags.get("estimator")
+        if est is None:
+            continue                                            # a sweep's parent run
+        want = chosen.get(est, {})
+        got = {k: run.data.params.get(k) for k in TUNED if k in want}
+        same = all(got[k] is not None and float(got[k]) == float(want[k]) for k in got)
+        if not same or not want:
+            bad.append(f"{est} seed {run.data.tags.get('seed')}: used {got}, tuned {want}")
+        rows.append([est, run.data.tags.get("seed", ""),
+                     ", ".join(f"{k}={float(v):.3g}" for k, v in got.items()) or "–",
+                     ", ".join(f"{k}={float(v):.3g}" for k, v in want.items()) or "no study",
+                     "yes" if same and want else "NO"])
+    rows.sort()
+    text = ("# Tuned values against the values the runs used\n\nPer finished run of `"
+            + experiment + "`: train.lr (and estimator.tau where tuned) as logged in the store, "
+            "and as its estimator's Optuna study chose them (best.yaml).\n\n"
+            + md_table(["estimator", "seed", "used (store)", "tuned (study)", "same"], rows))
+    return text, bad
+
+
 def curve_summary(experiment: str, key: str, out: Path, client=None) -> pd.DataFrame:
     """Per (task_variant, variant): key at the first and last logged step and its
     mean over all logged steps of a run, aggregated over runs (seeds)."""
@@ -197,6 +237,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t.add_argument("--storage", required=True)
     t.add_argument("--prefix", required=True)
     t.add_argument("--out", type=Path, required=True)
+    u = sub.add_parser("used", help="check that an experiment's runs used the tuned values")
+    u.add_argument("--experiment", required=True)
+    u.add_argument("--tuning", type=Path, nargs="+", required=True)
+    u.add_argument("--out", type=Path, required=True)
     c = sub.add_parser("curve", help="a metric's curve summarised per variant")
     c.add_argument("--experiment", required=True)
     c.add_argument("--key", default="grad/log10_var")
@@ -205,6 +249,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.cmd == "trials":
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(trials_table(args.storage, args.prefix))
+        return 0
+    if args.cmd == "used":
+        text, bad = used_table(args.experiment, args.tuning)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+        if bad:
+            print("bench.results.study: runs that did not use the tuned values:\n  "
+                  + "\n  ".join(bad), file=sys.stderr)
+            return 1
         return 0
     if args.cmd == "curve":
         curve_summary(args.experiment, args.key, args.out)
