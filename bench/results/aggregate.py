@@ -110,7 +110,9 @@ def add_settings(runs: pd.DataFrame) -> pd.DataFrame:
                      else pd.Series(MISSING, index=runs.index, dtype=object))
     # `model`: the other model options that vary in the selection, e.g. the
     # linear and the nonlinear VAE of one experiment (encoder_hidden=[] vs [200, 200])
-    own = {p for p in SETTINGS.values()}
+    # model.context is what an estimator's baseline or control variate sees, not
+    # part of the VAE: RELAX on x beside the others on features is one model
+    own = {p for p in SETTINGS.values()} | {"params.model.context"}
     opts = sorted(c for c in runs if c.startswith("params.model.") and c not in own)
     vals = runs[opts].fillna(MISSING).astype(str) if opts else pd.DataFrame(index=runs.index)
     varying = [c for c in opts if vals[c].nunique() > 1]
