@@ -37,3 +37,18 @@ def _no_outage_memory(monkeypatch):
     runs look alive (liveness counts silence from the last recovery)."""
     from bench.tracking import store
     monkeypatch.setattr(store, "RECOVERED_AT", None)
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The matplotlib figures the results code saves, keyed by file name
+    (a spy on Figure.savefig that still writes the file)."""
+    from bench.results import plots
+    saved = {}
+    real = plots.plt.Figure.savefig
+
+    def spy(fig, path, *a, **kw):
+        saved[str(path).rsplit("/", 1)[-1]] = fig
+        return real(fig, path, *a, **kw)
+    monkeypatch.setattr(plots.plt.Figure, "savefig", spy)
+    return saved

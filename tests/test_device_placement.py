@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import estimators
-from bench.job.objective import objective
 from bench.job.train import Trainer
+from tests.bench.paired import TrainerStep
 from tests.compose import compose_config
 from tests.placement import Placement
 
@@ -59,23 +59,12 @@ def trainer(*overrides) -> Trainer:
     return Trainer(compose_config(SMALL + list(overrides)), log=lambda s, m: None)
 
 
-def step(tr: Trainer, n: int) -> None:
-    """Trainer.run's step between logging boundaries (tests/bench/paired.py TrainerStep)."""
-    batch = tr.task.sample("train", tr.cfg.train.batch_size, tr.gen)
-    if tr.tau is not None:
-        tr.est.tau = tr.tau(n)
-    obj = objective(tr.step_model, tr.est, batch, tr.beta(n), tr.lam, tr.mode, tr.sampled)
-    tr.update(obj.loss, obj.aux_loss)
-    tr.meter.add(n, obj, obj.loss)
-
-
 def check(tr: Trainer, steps: int = STEPS, evaluate: bool = True) -> Placement:
-    tr.model.train()
-    tr.est.train()
+    step = TrainerStep(tr)       # Trainer.run's step between logging boundaries
     with Placement(tr.model, tr.est, tr.task) as p:
         for n in range(steps):
             before = len(p.reads)
-            step(tr, n)
+            step()
             assert len(p.reads) == before, f"step {n} read device values: {p.reads[before:]}"
         if evaluate:
             tr.evaluator(steps, tr.beta(steps))     # may read; placement only

@@ -30,7 +30,9 @@ def test_compile_is_refused_where_the_estimator_needs_a_double_backward(opts):
 
 
 def test_relax_without_f_may_compile():
-    validate(cfg_of("estimator=relax", "train.compile=true"))
+    """The network-only control variate takes no double backward: compile is allowed."""
+    assert estimators.build("relax").double_backward is False
+    validate(cfg_of("estimator=relax", "train.compile=true"))     # raises ConfigError if refused
 
 
 def test_the_refusal_names_what_made_the_estimator_need_it():

@@ -79,18 +79,6 @@ def test_one_colour_per_variant_fixed_by_name():
     assert plots.palette(runs) == colours
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    """The matplotlib figures write_figures saves, keyed by file name."""
-    saved = {}
-    real = plots.plt.Figure.savefig
-
-    def spy(fig, path, *a, **kw):
-        saved[str(path).rsplit("/", 1)[-1]] = fig
-        return real(fig, path, *a, **kw)
-    monkeypatch.setattr(plots.plt.Figure, "savefig", spy)
-    return saved
-
 
 @pytest.mark.parametrize("seeds, words", [((0, 1), "mean ± 1 s.e. over seeds (n = 2 per line)"),
                                           ((0,), "one seed per line: no band")])

@@ -44,18 +44,6 @@ def draw(runs, curves, folder):
     return cp.write_compute_figures(runs, curves, folder, plots.palette(runs))
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    """The matplotlib figures the module closes, keyed by the file they were saved to."""
-    saved = {}
-    real = plots.plt.Figure.savefig
-
-    def spy(fig, path, *a, **kw):
-        saved[str(path).rsplit("/", 1)[-1]] = fig
-        return real(fig, path, *a, **kw)
-    monkeypatch.setattr(plots.plt.Figure, "savefig", spy)
-    return saved
-
 
 def test_both_figures_are_written_and_readable(tmp_path):
     made = draw(*study(), tmp_path)

@@ -9,22 +9,10 @@ import itertools
 import pytest
 from matplotlib.collections import PolyCollection
 
-from bench.results import plots, tables
+from bench.results import tables
 from bench.results.store import load_study
 from tests.test_tables_store import EXP, fresh_store, job, make_sweep
 
-
-@pytest.fixture
-def figures(monkeypatch):
-    """The matplotlib figures bench.tables saves, keyed by file name."""
-    saved = {}
-    real = plots.plt.Figure.savefig
-
-    def spy(fig, path, *a, **kw):
-        saved[str(path).rsplit("/", 1)[-1]] = fig
-        return real(fig, path, *a, **kw)
-    monkeypatch.setattr(plots.plt.Figure, "savefig", spy)
-    return saved
 
 
 def sweep(tmp_path, settings: list[dict], seeds=(0,), steps=(0, 50, 100)):
