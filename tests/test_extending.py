@@ -108,7 +108,7 @@ def _run(cwd: Path, uri: str, *overrides: str, pythonpath: str) -> subprocess.Co
 
 @pytest.mark.slow
 def test_one_file_and_one_yaml_each_in_a_copy_of_the_tree(tmp_path):
-    """Exactly what the README's "Adding ..." sections say, in a fresh copy:
+    """Exactly what the "Adding ..." sections of docs/ say, in a fresh copy:
     estimators/<name>.py + conf/estimator/<name>.yaml, models/conditioning/<name>.py
     + conf/conditioning/<name>.yaml, models/tasks/<name>.py + conf/task/<name>.yaml."""
     tree = tmp_path / "tree"
