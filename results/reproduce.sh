@@ -109,7 +109,7 @@ fi
 # The binary-VAE estimators at the papers' settings (conf/experiment/disarm_linear.yaml
 # says where each number comes from): RELAX as DisARM's RELAX baseline, REBAR as
 # REBAR's official code, REINFORCE-LOO and VIMCO with 2 samples; the others as built.
-RELAX_PAPER="estimator=relax estimator.use_f=true estimator.eta_scales_net=true estimator.net_input=perturbed estimator.hidden=137 estimator.layers=1 estimator.activation=leaky_relu estimator.tau=0.1 estimator.eta=1.0 model.context=input"
+RELAX_PAPER="estimator=relax estimator.use_f=true estimator.eta_scales_net=true estimator.net_input=perturbed estimator.hidden=137 estimator.layers=1 estimator.activation=leaky_relu estimator.tau=0.1 estimator.eta=1.0 model.context=input train.estimator_beta1=0.999"
 REBAR_PAPER="estimator=rebar estimator.relaxation=muprop estimator.eta_bound=true"
 binary() {  # experiment, seeds, extra overrides (steps, task, ...), sweep folder stem
   run experiment=$1 seed=$2 $3 $PAR estimator=disarm,gumbel,st,reinmax,gumbel_rao hydra.sweep.dir=$4

@@ -225,7 +225,8 @@ def test_trainset_elbo_is_logged_on_the_first_n_training_images():
 # get_relax_control_variate: c = scaling_factor * (f(sigmoid(z / temperature)) +
 # control_nn([x, z])), z = logits + logit(u); the launcher's control network
 # Dense(137, LeakyReLU(0.3)) -> Dense(1); log temperature from log(0.1), scaling
-# factor from 1, both learned.
+# factor from 1, both learned; the launcher's theta_optimizer trains them and the
+# control network with Adam(infnet_lr, beta_1=0.999).
 DISARM_RELAX = dict(use_f=True, eta_scales_net=True, net_input="perturbed", hidden=137, layers=1,
                     activation="leaky_relu", tau=0.1, eta=1.0)
 
@@ -238,9 +239,11 @@ def _stage_relax_overrides() -> dict:
 
 def test_relax_in_the_study_is_disarms_relax():
     """The stage's RELAX overrides are DISARM_RELAX (and the model's context is
-    x itself, the control network's input), and build the network the source has."""
+    x itself, the control network's input), and build the network the source has,
+    trained by an Adam with the source's beta_1."""
     over = _stage_relax_overrides()
     assert over.pop("estimator") == "relax" and over.pop("model.context") == "input"
+    assert over.pop("train.estimator_beta1") == "0.999"
     opts = {k.split(".", 1)[1]: v for k, v in over.items()}
     want = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in DISARM_RELAX.items()}
     assert opts == want
@@ -251,3 +254,22 @@ def test_relax_in_the_study_is_disarms_relax():
     assert first.weight.shape == (137, 200 + 784) and last.weight.shape == (1, 137)
     assert isinstance(act, nn.LeakyReLU) and act.negative_slope == 0.3
     assert est.log_tau.exp().item() == pytest.approx(0.1) and est.eta.item() == 1.0
+
+
+def test_estimator_beta1_reaches_the_estimators_adam_only():
+    """train.estimator_beta1 sets beta_1 of the Adam over the estimator's own
+    parameters (RELAX's control variate), not the model's; at its default it
+    leaves config_hash as it was before the key existed."""
+    from omegaconf import OmegaConf
+    from bench.config.validate import ConfigError, validate
+    from bench.tracking.identity import config_hash
+    over = ["latent=bernoulli", "conditioning=none", "estimator=relax", *QUICK]
+    cfgs = {b: compose_config(over + ([f"train.estimator_beta1={b}"] if b else []))
+            for b in (None, 0.9, 0.999)}
+    t = Trainer(cfgs[0.999], log=lambda step, m: None)
+    assert t.est_opt.param_groups[0]["betas"] == (0.999, 0.999)
+    assert t.opt.param_groups[0]["betas"] == (0.9, 0.999)
+    h = {b: config_hash(OmegaConf.to_container(c)) for b, c in cfgs.items()}
+    assert h[None] == h[0.9] != h[0.999]
+    with pytest.raises(ConfigError, match="train.estimator_beta1"):
+        validate(compose_config(over + ["train.estimator_beta1=1.0"]))

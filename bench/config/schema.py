@@ -77,6 +77,9 @@ class TrainConf:
     batch_size: int = 64        # training minibatch
     lr: float = 1e-3            # Adam, model parameters
     estimator_lr: float = 1e-3  # Adam, the estimator's own parameters (aux_loss)
+    # that Adam's beta_1 (beta_2 stays 0.999): DisARM's code trains its RELAX control
+    # variate with beta_1 = 0.999, a long average of a noisy variance gradient
+    estimator_beta1: float = 0.9
     # torch's fused Adam kernel (one pass over all parameters instead of a loop of small
     # ops): the same update up to float rounding, measurably faster on small models
     fused_adam: bool = False

@@ -164,6 +164,7 @@ def validate(cfg) -> None:
     check_memory(cfg, est, kind, D, K)
     _range("train.lr", t.lr, 0, lo_open=True)
     _range("train.estimator_lr", t.estimator_lr, 0, lo_open=True)
+    _range("train.estimator_beta1", t.estimator_beta1, 0, 1, hi_open=True)
     _range("train.eval_every", t.eval_every, 1, integer=True)
     _range("train.log_every", t.log_every, 1, integer=True)
     if t.checkpoint_every is not None:

@@ -109,8 +109,9 @@ class Trainer:
                       self.sampled)
         self.opt, self.prior_opt = self.optimisers(cfg, model)
         est_params = [p for p in est.parameters() if p.requires_grad]
-        self.est_opt = torch.optim.Adam(est_params, lr=cfg.train.estimator_lr,
-                                        **adam_kernel(cfg)) if est_params else None
+        self.est_opt = torch.optim.Adam(
+            est_params, lr=cfg.train.estimator_lr, betas=(cfg.train.estimator_beta1, 0.999),
+            **adam_kernel(cfg)) if est_params else None
         self.opts = list(self.named_opts().values())   # stepped together, every step
         self.step_model = step_view(model, device, cfg.train.precision, cfg.train.compile)
         self.final: dict[str, float] = {}
