@@ -2,7 +2,8 @@
 fixed seed, f depending on the logits pathwise and on w; tolerance and
 family-wise argument in tests/problems.py), broken variants caught by the
 same test, the copulas' pair CDFs against scipy and Monte Carlo, agreement
-with the authors' formulas on the same samples, one call of f, dtypes, errors.
+with the authors' formulas on the same samples (and categorical DisARM's
+importance-weighted form against its authors'), one call of f, dtypes, errors.
 
 Axis legend: n samples, B batch, D latent variables, K categories.
 """
@@ -187,6 +188,36 @@ def test_carms_matches_the_authors_matrix_form():
     R = (torch.diag_embed(off.sum(-1)) - off) / n
     final = (R @ fz.T[:, None, :, None]).squeeze(-1).permute(2, 0, 1)        # (n, B, D)
     theirs = ((z - p) * final.unsqueeze(-1) * n / (n - 1)).mean(0)          # (B, D, K)
+    assert torch.allclose(g, theirs, rtol=1e-10, atol=1e-12)
+
+
+def test_categorical_disarm_matches_the_authors_iw_formula():
+    """google-research disarm/categorical networks.py, DisARM with
+    importance_weighting: stick-breaking logits of the ascending-sorted logits,
+    weight vector [sigma(|a_0|), cumprod(f)[:-1] sigma(|a_1:|), cumprod(f)[-1]]
+    with f_r = (1 - sigma_r)^2 / (1 - 2 sigma_r) (0 where a_r >= -1e-5),
+    signal 1/2 w[min(z, z~)] (f(z) - f(z~)), 0 where z = z~, times the
+    gradient of log q(z) - log q(z~) (written out again here)."""
+    torch.manual_seed(3)
+    P, K = 3, 5
+    logits = (2 * torch.randn(4, 3, K, dtype=DTYPE)).requires_grad_()
+    z, fz, g = _recorded("disarm", dict(n_pairs=P), logits)
+    l = logits.detach()
+    order = l.argsort(-1)
+    ls = l.gather(-1, order)
+    a = torch.stack([ls[..., r] - ls[..., r + 1:].logsumexp(-1) for r in range(K - 1)], -1)
+    s = torch.sigmoid(a)
+    f = torch.where(a >= -1e-5, torch.zeros_like(a), (1 - s) ** 2 / (1 - 2 * s)).cumprod(-1)
+    w = torch.cat([torch.sigmoid(a.abs())[..., :1], f[..., :-1] * torch.sigmoid(a.abs())[..., 1:],
+                   f[..., -1:]], -1)                                         # (B, D, K) by rank
+    cat = z.argmax(-1)                                                       # (2P, B, D)
+    rank = order.argsort(-1).expand(2 * P, *order.shape).gather(-1, cat.unsqueeze(-1)).squeeze(-1)
+    r1, r2 = rank.split(P)
+    f1, f2 = fz.split(P)
+    wm = w.expand(P, *w.shape).gather(-1, torch.minimum(r1, r2).unsqueeze(-1)).squeeze(-1)
+    signal = torch.where(r1 == r2, torch.zeros_like(wm), 0.5 * wm * (f1 - f2).unsqueeze(-1))
+    e1, e2 = z.split(P)
+    theirs = (signal.unsqueeze(-1) * (e1 - e2)).mean(0)                      # d(log q1 - log q2)/dl
     assert torch.allclose(g, theirs, rtol=1e-10, atol=1e-12)
 
 
