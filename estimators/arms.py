@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from . import copulas
-from .base import Estimate, Estimator, Fn, check_choice, register
+from .base import Estimate, Fn, register
 from .disarm import one_hot_bernoulli
 
 
@@ -55,20 +55,10 @@ def debias(a: Tensor, n: int, copula: str) -> Tensor:
 
 
 @register
-class Arms(Estimator):
+class Arms(copulas.CopulaEstimator):
     """ARMS (Dimitriev & Zhou 2021) for Bernoulli latents (K = 2)."""
 
     name = "arms"
-    uses_context = False
-    unbiased = True
-    min_samples = 2
-    bf16_safe = False           # differences of f between nearby samples
-
-    def __init__(self, *, n_samples: int = 4, copula: str = "dirichlet"):
-        check_choice("copula", copula, copulas.COPULAS)
-        super().__init__(n_samples=n_samples)
-        self.copula = copula
-
     def check_latent(self, D: int, K: int) -> None:
         if K != 2:
             raise ValueError(f"arms: latent.K={K} is not valid; ARMS is for Bernoulli "
@@ -90,6 +80,3 @@ class Arms(Estimator):
         score = (g_a * (a - a.detach())).sum(-1)             # (B,), value 0
         surr = f_all.mean(0) + score
         return Estimate(loss=-surr.mean(), value=f_all.detach().mean(0))
-
-    def extra_repr(self) -> str:
-        return f"n_samples={self.n_samples}, copula={self.copula!r}"

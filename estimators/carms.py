@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import copulas
-from .base import Estimate, Estimator, Fn, check_choice, register
+from .base import Estimate, Fn, register
 
 
 def orders(K: int, device) -> Tensor:
@@ -81,21 +81,11 @@ def antithetic_categorical(q: Tensor, n: int, copula: str) -> Tensor:
 
 
 @register
-class Carms(Estimator):
+class Carms(copulas.CopulaEstimator):
     """CARMS (Dimitriev & Zhou 2021): antithetic multi-sample REINFORCE for
     categorical latents (any K >= 2)."""
 
     name = "carms"
-    uses_context = False
-    unbiased = True
-    min_samples = 2
-    bf16_safe = False           # differences of f between nearby samples
-
-    def __init__(self, *, n_samples: int = 4, copula: str = "dirichlet"):
-        check_choice("copula", copula, copulas.COPULAS)
-        super().__init__(n_samples=n_samples)
-        self.copula = copula
-
     def estimate(self, logits: Tensor, f: Fn, context: Optional[Tensor]) -> Estimate:
         n = self.n_samples
         K = logits.shape[-1]
@@ -116,6 +106,3 @@ class Carms(Estimator):
         score = (g * (logits - logits.detach())).sum((-1, -2))    # (B,), value 0
         surr = f_all.mean(0) + score
         return Estimate(loss=-surr.mean(), value=f_all.detach().mean(0))
-
-    def extra_repr(self) -> str:
-        return f"n_samples={self.n_samples}, copula={self.copula!r}"

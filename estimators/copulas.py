@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .base import Estimator, check_choice
 from .sampling import uniform
 
 COPULAS = ("dirichlet", "gaussian")
@@ -34,6 +35,23 @@ COPULAS = ("dirichlet", "gaussian")
 # Gauss-Legendre nodes on [-1, 1]; 96 nodes integrate Sheppard's integrand
 # (smooth on [asin rho, 0]) to ~1e-12 against scipy's bivariate normal CDF
 _NODES, _WEIGHTS = np.polynomial.legendre.leggauss(96)
+
+
+class CopulaEstimator(Estimator):
+    """What `arms` and `carms` share: n >= 2 samples coupled by a copula."""
+
+    uses_context = False
+    unbiased = True
+    min_samples = 2
+    bf16_safe = False           # differences of f between nearby samples
+
+    def __init__(self, *, n_samples: int = 4, copula: str = "dirichlet"):
+        check_choice("copula", copula, COPULAS)
+        super().__init__(n_samples=n_samples)
+        self.copula = copula
+
+    def extra_repr(self) -> str:
+        return f"n_samples={self.n_samples}, copula={self.copula!r}"
 
 
 def sample(copula: str, n: int, shape, like: Tensor) -> Tensor:
