@@ -1,5 +1,7 @@
 """`disarm`: antithetic score function for Bernoulli latents, with the
-antithetic noise integrated out (Dong, Mnih & Tucker, NeurIPS 2020).
+antithetic noise integrated out (Dong, Mnih & Tucker, NeurIPS 2020); for
+K > 2 categories the importance-weighted stick-breaking coupling of the same
+authors (NeurIPS 2021, "DisARM-IW"; `disarm_categorical`).
 
 Logits (B, D, 2) hold a Bernoulli per variable, with logit a = l_1 - l_0 and
 b_i ~ Bern(sigmoid(a_i)). One uniform u per variable gives the antithetic pair
@@ -17,20 +19,26 @@ follow from a = l_1 - l_0. Averaged over `n_pairs` iid pairs; f is called
 once on the 2 n_pairs points stacked along the sample axis. The mean of f
 over those points, un-detached, carries f's own (pathwise) gradient.
 
-Axis legend: P pairs, S = 2P points, B batch, D latent variables, K = 2.
+K > 2: per variable a pair z, z~ of categories from one set of antithetic
+stick-breaking uniforms, and the estimate 1/2 w (f(z) - f(z~)) (e_z - e_z~)
+for the logits of that variable, w the pair's importance weight
+(`disarm_categorical` gives the formula and why it is unbiased). Same cost,
+2 n_pairs points in one call of f. At K = 2 the binary path above runs (the
+two agree in distribution; the binary one is the original).
+
+Axis legend: P pairs, S = 2P points, B batch, D latent variables, K categories.
 """
 from __future__ import annotations
 
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .base import Estimate, Estimator, Fn, register
+from .disarm_categorical import coupled_pairs
 from .sampling import uniform
-
-# the categorical estimators that take over where DisARM stops (K > 2)
-CATEGORICAL_ALTERNATIVES = "reinforce (baseline=loo), indecater, rebar, relax, vimco"
 
 
 def antithetic_pair(a: Tensor, P: int) -> tuple[Tensor, Tensor]:
@@ -53,7 +61,8 @@ def pair_weight(a: Tensor) -> Tensor:
 
 @register
 class Disarm(Estimator):
-    """DisARM (Dong, Mnih & Tucker 2020) for Bernoulli latents (K = 2)."""
+    """DisARM (Dong, Mnih & Tucker 2020) for Bernoulli latents (K = 2) and its
+    importance-weighted stick-breaking coupling (2021) for K > 2."""
 
     name = "disarm"
     uses_context = False
@@ -71,16 +80,11 @@ class Disarm(Estimator):
     def f_evaluations(self, D: int, K: int) -> int:
         return 2 * self.n_pairs
 
-    def check_latent(self, D: int, K: int) -> None:
-        if K != 2:
-            raise ValueError(f"disarm: latent.K={K} is not valid; DisARM is for Bernoulli "
-                             f"latents (latent.K=2). For latent.K > 2 use a categorical "
-                             f"estimator: {CATEGORICAL_ALTERNATIVES}")
-
     def estimate(self, logits: Tensor, f: Fn, context: Optional[Tensor]) -> Estimate:
         B, D, K = logits.shape
-        self.check_latent(D, K)
         P = self.n_pairs
+        if K > 2:
+            return self._categorical(logits, f)
         a = logits[..., 1] - logits[..., 0]                  # (B, D)
         b, bt = antithetic_pair(a.detach(), P)               # (P, B, D) each
         f_all = f(one_hot_bernoulli(torch.cat([b, bt])))     # (2P, B)
@@ -94,6 +98,20 @@ class Disarm(Estimator):
         # g_a pushed through a, which has value 0
         score = (g_a.mean(0) * (a - a.detach())).sum(-1)     # (B,)
         surr = f_all.mean(0) + score                         # (B,)
+        return Estimate(loss=-surr.mean(), value=f_all.detach().mean(0))
+
+    def _categorical(self, logits: Tensor, f: Fn) -> Estimate:
+        P, K = self.n_pairs, logits.shape[-1]
+        z, zt, coef = coupled_pairs(logits.detach(), P, uniform)    # (P, B, D) each
+        points = F.one_hot(torch.cat([z, zt]), K).to(logits.dtype)  # (2P, B, D, K)
+        f_all = f(points)                                           # (2P, B)
+        with torch.no_grad():
+            f_z, f_zt = f_all.split(P)                              # (P, B) each
+            e_z, e_zt = points.split(P)                             # (P, B, D, K) each
+            g = ((coef * (f_z - f_zt).unsqueeze(-1)).unsqueeze(-1)
+                 * (e_z - e_zt)).mean(0)                            # (B, D, K)
+        score = (g * (logits - logits.detach())).sum((-1, -2))      # (B,), value 0
+        surr = f_all.mean(0) + score
         return Estimate(loss=-surr.mean(), value=f_all.detach().mean(0))
 
     def extra_repr(self) -> str:

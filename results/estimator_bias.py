@@ -1,6 +1,6 @@
 """Bias and variance of every registered categorical estimator on two fixed
 problems with exact gradients (tests/problems.py): a categorical one (K = 3)
-and a Bernoulli one (K = 2, where disarm applies).
+and a Bernoulli one (K = 2, where arms applies).
 
     python results/estimator_bias.py     # writes results/estimator_bias.{md,csv}
 
@@ -39,6 +39,8 @@ VARIANTS = {
     "gumbel": [dict(hard=True)],
     "reinforce": [dict(baseline="none", n_samples=1)],
     "reinmax": [dict(tau=1.5)],   # the authors' MNIST-VAE temperature
+    "arms": [dict(copula="gaussian")],
+    "carms": [dict(copula="gaussian")],
 }
 OUT = ROOT / "results"
 

@@ -23,7 +23,7 @@ Estimators: each categorical one whose target is E_q[f] (vimco's target is a
 multi-sample bound and has another exact gradient), with its conf/estimator
 defaults, and the 8x4 temperatures of the ReinMax appendix where published
 (ReinMax 1.3, ST 1.3, STGS = gumbel hard 0.5, GR-MCK = gumbel_rao 0.5). One
-that refuses K = 8 (disarm: Bernoulli only) gets a row saying so. Estimators
+that refuses K = 8 (arms: Bernoulli only) gets a row saying so. Estimators
 with their own parameters (rebar's eta and tau, relax's network) are at their
 initial values: the study measures the estimator, not its tuning.
 """

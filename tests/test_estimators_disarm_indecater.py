@@ -9,16 +9,20 @@ import torch
 
 import estimators
 import estimators.disarm as disarm_mod
+import estimators.disarm_categorical as coupled_mod
 import estimators.indecater as indecater_mod
 from estimators.sampling import sample_one_hot
 from tests.problems import DTYPE, Z_MAX, Problem, z_scores
 
 R = 20_000
 
-# (name, options, problem shape): DisARM only on Bernoulli latents
+# (name, options, problem shape): DisARM binary at K = 2, importance-weighted
+# stick breaking (DisARM-IW) at K > 2
 CORRECT = [
     ("disarm", dict(), dict(B=3, D=3, K=2)),
     ("disarm", dict(n_pairs=2), dict(B=3, D=3, K=2)),
+    ("disarm", dict(), dict(B=3, D=2, K=3)),
+    ("disarm", dict(n_pairs=2), dict(B=3, D=2, K=4)),
     ("indecater", dict(), dict(B=3, D=2, K=3)),
     ("indecater", dict(n_samples=2), dict(B=3, D=2, K=3)),
     ("indecater", dict(), dict(B=3, D=3, K=2)),
@@ -32,12 +36,19 @@ def max_abs_z(est, shape, seed=0):
     return z_scores(problem.estimates(est.to(DTYPE), R), problem.exact()).abs().max().item()
 
 
-@pytest.mark.parametrize("name,opts,shape", CORRECT,
-                         ids=[f"{n}-{o}-K{s['K']}" for n, o, s in CORRECT])
-def test_unbiased_against_exact(name, opts, shape):
+def case_ids(cases):
+    return [f"{n}-{o}-K{s['K']}" for n, o, s in cases]
+
+
+def check_unbiased(name, opts, shape):
     z = max_abs_z(estimators.build(name, **opts), shape)
     print(f"\n{name} {opts} K={shape['K']}: max |z| = {z:.2f}")
     assert z < Z_MAX
+
+
+@pytest.mark.parametrize("name,opts,shape", CORRECT, ids=case_ids(CORRECT))
+def test_unbiased_against_exact(name, opts, shape):
+    check_unbiased(name, opts, shape)
 
 
 # -- broken variants: the same test catches them ----------------------------
@@ -75,6 +86,37 @@ class DisarmSignedWeight(_Patched, disarm_mod.Disarm):
         return torch.sigmoid
 
 
+class DisarmIWAtTwoCategories(disarm_mod.Disarm):
+    """The categorical (stick-breaking) path forced at K = 2, where `disarm`
+    would take the binary one: it must be unbiased there too."""
+
+    def estimate(self, logits, f, context):
+        return self._categorical(logits, f)
+
+
+def test_disarm_categorical_path_is_unbiased_at_two_categories():
+    z = max_abs_z(DisarmIWAtTwoCategories(), dict(B=3, D=3, K=2))
+    print(f"\nDisarmIWAtTwoCategories: max |z| = {z:.2f}")
+    assert z < Z_MAX
+
+
+class DisarmIWWithoutWeight(_Patched, disarm_mod.Disarm):
+    """Drops the pair's importance weight: the pair treated as independent."""
+    module, helper = coupled_mod, "pair_weights"
+
+    def replacement(self, logits, original):
+        return lambda a: torch.ones_like(a)
+
+
+class DisarmIWUnsorted(_Patched, disarm_mod.Disarm):
+    """Stick breaking in the logits' own order: where an early binary has
+    sigma >= 1/2, some pairs of categories can never be drawn together."""
+    module, helper = coupled_mod, "stick_breaking_order"
+
+    def replacement(self, logits, original):
+        return lambda lg: torch.arange(lg.shape[-1]).expand(lg.shape)
+
+
 class IndecaterUnchangedPoints(_Patched, indecater_mod.Indecater):
     """Forgets to set z_d = k: all D*K points are the sample, no score signal."""
     module, helper = indecater_mod, "held_points"
@@ -93,6 +135,8 @@ class IndecaterWithoutPathwise(indecater_mod.Indecater):
 BROKEN = [
     (DisarmWithoutWeight, dict(B=3, D=3, K=2)),
     (DisarmSignedWeight, dict(B=3, D=3, K=2)),
+    (DisarmIWWithoutWeight, dict(B=3, D=2, K=3)),
+    (DisarmIWUnsorted, dict(B=3, D=2, K=3)),
     (IndecaterUnchangedPoints, dict(B=3, D=2, K=3)),
     (IndecaterWithoutPathwise, dict(B=3, D=2, K=3)),
 ]
@@ -100,9 +144,11 @@ BROKEN = [
 
 @pytest.mark.parametrize("broken,shape", BROKEN, ids=[b.__name__ for b, _ in BROKEN])
 def test_broken_variants_fail_the_same_test(broken, shape):
+    logits = Problem.make(**shape).logits
     if broken is DisarmSignedWeight:                  # it needs some a < 0 to be wrong
-        logits = Problem.make(**shape).logits
         assert (logits[..., 1] - logits[..., 0]).min() < 0
+    if broken is DisarmIWUnsorted:                    # it needs some q_0 >= 1/2 (K = 3)
+        assert logits.softmax(-1)[..., 0].max() >= 0.5
     z = max_abs_z(broken(), shape)
     print(f"\n{broken.__name__}: max |z| = {z:.2f}")
     assert z > Z_MAX
@@ -134,6 +180,7 @@ def test_redrawing_the_held_variables_is_not_a_bias():
 
 @pytest.mark.parametrize("name,opts,D,K,points", [
     ("disarm", dict(n_pairs=3), 4, 2, 6),
+    ("disarm", dict(n_pairs=2), 3, 4, 4),
     ("indecater", dict(n_samples=2), 3, 4, 24),
     ("indecater", dict(), 5, 2, 10),
 ])
@@ -174,7 +221,7 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("name,K", [("disarm", 2), ("indecater", 3), ("indecater", 2)])
+@pytest.mark.parametrize("name,K", [("disarm", 2), ("disarm", 3), ("indecater", 3), ("indecater", 2)])
 def test_dtype_and_device_follow_logits(name, K, dtype, device):
     torch.manual_seed(0)
     logits = torch.randn(4, 3, K, dtype=dtype, device=device, requires_grad=True)
@@ -204,10 +251,6 @@ def _f(z):
 @pytest.mark.parametrize("call,match", [
     (lambda: estimators.build("disarm", n_pairs=0), r"n_pairs=0 .*integer >= 1"),
     (lambda: estimators.build("disarm", n_pairs=1.5), r"n_pairs=1.5 .*integer >= 1"),
-    (lambda: estimators.build("disarm")(torch.zeros(2, 3, 3), _f),
-     r"latent.K=3 .*Bernoulli.*latent.K=2.*"
-     r"reinforce \(baseline=loo\), indecater, rebar, relax, vimco"),
-    (lambda: estimators.build("disarm").check_latent(4, 5), r"latent.K=5 .*latent.K=2.*indecater"),
     (lambda: estimators.build("indecater", n_samples=0), r"n_samples=0 .*integer >= 1"),
     (lambda: estimators.build("indecater", n_samples=1.5), r"n_samples=1.5 .*integer >= 1"),
 ])
@@ -216,5 +259,6 @@ def test_bad_inputs_say_what_is_wrong(call, match):
         call()
 
 
-def test_disarm_accepts_bernoulli_latents():
-    estimators.build("disarm").check_latent(7, 2)
+def test_disarm_accepts_bernoulli_and_categorical_latents():
+    for K in (2, 3, 8):
+        estimators.build("disarm").check_latent(7, K)

@@ -64,7 +64,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 import estimators
-from tests.bench import hand
+from tests.bench import hand, hand_antithetic
 from tests.bench.hand import B, LR, Net, State
 
 CAT = [(1, 10), (8, 4)]                 # (D, K): one latent of K = 10, eight of K = 4
@@ -91,6 +91,11 @@ def _relax(D, K):
     log_tau = torch.tensor(math.log(0.5), requires_grad=True)
     net = nn.Sequential(nn.Linear(2 * D * K, 64), nn.ReLU(), nn.Linear(64, 1))
     return dict(S=1, log_tau=log_tau, net=net, own=[log_tau, *net.parameters()])
+
+
+def _carms(D, K):
+    orders = hand_antithetic.carms_orders(K)
+    return dict(n=4, orders=orders, ranks=orders.argsort(-1))
 
 
 def _indecater(D, K):
@@ -135,6 +140,10 @@ CASES: dict[str, Case] = {
     "gumbel_rao M=10": Case("gumbel_rao", {}, hand.gumbel_rao,
                             lambda D, K: dict(S=1, tau=1.0, M=10)),
     "disarm": Case("disarm", {}, hand.disarm, lambda D, K: dict(P=1), settings=[(8, 2)]),
+    "disarm K>2": Case("disarm", {}, hand_antithetic.disarm_iw, lambda D, K: dict(P=1)),
+    "arms S=4": Case("arms", dict(n_samples=4), hand_antithetic.arms, lambda D, K: dict(n=4),
+                     settings=[(8, 2)]),
+    "carms S=4": Case("carms", dict(n_samples=4), hand_antithetic.carms, _carms),
     "indecater": Case("indecater", {}, hand.indecater, _indecater),
     "rebar": Case("rebar", {}, hand.rebar, _rebar),
     "relax": Case("relax", {}, hand.relax, _relax),
