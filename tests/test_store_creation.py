@@ -1,41 +1,35 @@
 """Two commands that start at the same moment against a store that does not
 exist yet: MLflow's schema migration is not safe against a concurrent one
 (`duplicate column name`, `table ... already exists`), so the store is
-created under an exclusive lock beside it (bench.tracking.store)."""
+created under an exclusive lock beside it (bench.tracking.store); the
+config is then trained by one of them only (bench.job.owner)."""
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 
 import pytest
 
 from bench.tracking import store as S
-from tests.processes import job_env, stop_group
 
 
 @pytest.mark.slow
 @pytest.mark.faults
-def test_two_identical_commands_create_a_new_store_together(tmp_path):
+def test_two_identical_commands_on_a_new_store_give_one_run(tmp_path):
+    """The store is created once (no migration race), and the config is
+    trained once: the second command finds it held and exits in one line."""
+    from bench.job.owner import EXIT_HELD
+    from tests.test_owner import held_line, together
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    args = [sys.executable, "-m", "bench.run", "train.steps=5", "train.eval_every=5",
-            "eval.grad_stats=false", "rerun=true"]
-    procs = [subprocess.Popen(args, cwd=tmp_path, env=job_env(uri), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, start_new_session=True)
-             for _ in range(2)]
-    outs = []
-    try:
-        for p in procs:
-            outs.append(p.communicate(timeout=300))
-    finally:
-        for p in procs:
-            stop_group(p)
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
+    outs = together(tmp_path, uri, "train.steps=300", "train.eval_every=300",
+                    "eval.grad_stats=false")
+    assert sorted(o.returncode for o in outs) == [0, EXIT_HELD], [o.stderr[-2000:] for o in outs]
+    (held,) = [o for o in outs if o.returncode == EXIT_HELD]
+    (line,) = held_line(held.stderr)
+    assert "Traceback" not in held.stderr and "duplicate column" not in held.stderr
     c = S.client(uri)
-    exp = c.get_experiment_by_name("discrete-latent-bench")
-    runs = S.search_pages(c, exp.experiment_id)
-    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    runs = S.search_pages(c, c.get_experiment_by_name("discrete-latent-bench").experiment_id)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert f"run {runs[0].info.run_id}" in line and " pid=" in line
 
 
 @pytest.mark.slow

@@ -96,14 +96,18 @@ def chain(signum: int, previous) -> None:
 class Preempted(Exception):
     """A stop signal arrived; the checkpoint of `step` is on disk at `path`."""
 
-    def __init__(self, signum: int, step: int, path: Path, previous):
+    def __init__(self, signum: int, step: Optional[int], path: Path, previous,
+                 failed: Optional["WriteFailed"] = None):
         self.signum, self.step, self.path, self.previous = signum, step, path, previous
+        self.failed = failed        # the checkpoint at the signal could not be written
         super().__init__(self.reason)
 
     @property
     def reason(self) -> str:
-        return (f"preempted by {signal.Signals(self.signum).name}: checkpoint at step "
-                f"{self.step}; rerun the same command to resume")
+        name = signal.Signals(self.signum).name
+        if self.failed is not None:
+            return f"preempted by {name}; {self.failed}"
+        return f"preempted by {name}: checkpoint at step {self.step}; rerun the same command to resume"
 
     def chain(self) -> None:
         chain(self.signum, self.previous)
@@ -225,18 +229,51 @@ def _tmp_name(path: Path) -> Path:
     return path.with_name(f"{path.name}.tmp-{os.getpid()}-{socket.gethostname()}")
 
 
-def save(path: Path, state: dict) -> None:
-    """Atomically: a kill mid-write leaves the previous file as it was."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+WRITE_FAILED = "checkpoint write failed: "     # a failure_reason that a rerun resumes after
+
+
+class WriteFailed(RuntimeError):
+    """A checkpoint could not be written (a full disk, an I/O error); the
+    previous checkpoint, of step `kept` (None: there is none), is as it was."""
+
+    def __init__(self, path: Path, error: BaseException, kept: Optional[int]):
+        import errno
+        import shutil
+        from ..tracking.store import disk_full
+        try:
+            no_room = shutil.disk_usage(path.parent).free < 1 << 20
+        except OSError:
+            no_room = False
+        if disk_full(error) is not None or no_room:     # torch's zip writer hides the errno
+            cause = "disk full (ENOSPC)"
+        elif isinstance(error, OSError) and error.errno in errno.errorcode:
+            cause = f"{errno.errorcode[error.errno]} ({error.strerror})"
+        else:
+            cause = f"{type(error).__name__}: {str(error)[:200]}"
+        then = (f"the previous checkpoint, of step {kept}, is kept: free space and rerun the "
+                f"same command to resume" if kept is not None else
+                "there is no earlier checkpoint: a rerun starts afresh")
+        super().__init__(f"{WRITE_FAILED}{cause} writing {path}; {then}")
+
+
+def save(path: Path, state: dict, kept: Optional[int] = None) -> None:
+    """Atomically: a kill mid-write leaves the previous file (of step `kept`)
+    as it was; a failed write raises WriteFailed and leaves it too."""
     tmp = _tmp_name(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if isinstance(e, Exception):
+            raise WriteFailed(path, e, kept) from e
         raise
 
 
@@ -310,23 +347,24 @@ class Resume:
 
 
 def resumable(run, lost_after_s: float) -> bool:
-    """Ended KILLED (a stop signal, Ctrl-C), or lost (its process died)."""
+    """Ended KILLED (a stop signal, Ctrl-C), lost (its process died), or
+    FAILED writing a checkpoint (its previous one is whole)."""
     from ..tracking import liveness as L
     status = run.info.status
     return (status == "KILLED" or L.is_lost(run, lost_after_s) or (
-        status == "FAILED" and run.data.tags.get("failure_reason", "").startswith(L.LOST_PREFIX)))
+        status == "FAILED" and run.data.tags.get("failure_reason", "").startswith(
+            (L.LOST_PREFIX, WRITE_FAILED))))
 
 
 def find_resume(c, exp_id: str, chash: str, path: Path, lost_after_s: float,
                 resolved: dict) -> Optional[Resume]:
     """The run to continue: the latest run of this config, if it is
     `resumable` and the checkpoint at `path` is its own."""
-    from ..tracking import store as S
-    runs = S.retrying(c.search_runs, [exp_id], filter_string=f"tags.config_hash = '{chash}'",
-                      max_results=1, order_by=["attributes.start_time DESC"])
-    if not runs or not resumable(runs[0], lost_after_s) or not path.is_file():
+    from .owner import latest
+    run = latest(c, exp_id, chash)
+    if run is None or not resumable(run, lost_after_s) or not path.is_file():
         return None
-    run, state = runs[0], read(path, chash, resolved)
+    state = read(path, chash, resolved)
     if state["run_id"] != run.info.run_id:     # left by an earlier run of the config
         print(f"[bench] {path} belongs to run {state['run_id']}, not to the latest run of this "
               f"config ({run.info.run_id}): starting afresh", flush=True)
@@ -365,5 +403,5 @@ def reopen(c, resume: Resume, tags: dict) -> None:
                            "resume_count": int(old.get("resume_count", 0)) + 1,
                            "resumed_after": old.get("failure_reason", resume.status)})
     if "failure_reason" in old:
-        S.retrying(c.delete_tag, run_id, "failure_reason")
+        S.forgiving(c.delete_tag, run_id, "failure_reason")     # gone already: nothing to delete
     S.retrying(c.update_run, run_id, status="RUNNING")

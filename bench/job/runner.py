@@ -6,7 +6,10 @@
    recorded FAILED (the sweep goes on). A checkpoint folder that cannot be
    written (bench.tracking.writable) is refused the same way before a run
    opens, with exit status 1 in a single run.
-2. Skip: a FINISHED run of the experiment with the same `config_hash` tag
+2. One owner (bench.job.owner): a config that another live process trains
+   is not touched; a single run exits 4 with one line naming the run and its
+   holder.
+   Skip: a FINISHED run of the experiment with the same `config_hash` tag
    means the job is done; `rerun=true` forces it. A skip is noted on the
    sweep's parent as tag `skipped.<job num> = <existing run id>`.
 3. The run: params = the flattened resolved config, tags = labels + git
@@ -36,7 +39,9 @@
    signal (SIGTERM, SIGUSR1, SIGUSR2) ends the run KILLED with
    `failure_reason = preempted by SIG...: checkpoint at step N; ...`, then
    hands the signal on (submitit's requeue) or exits with 128 + its number.
-   A FINISHED run's checkpoint is deleted.
+   A FINISHED run's checkpoint is deleted. A checkpoint that cannot be
+   written (`WriteFailed`: a full disk) ends the run FAILED, resumable from
+   its previous checkpoint; a single run exits 1 with that one line.
 
 Returns the final val/elbo (NaN when failed): a Hydra sweeper's objective.
 """
@@ -63,6 +68,7 @@ from ..tracking import store as S
 from ..tracking.handoff import Handoff
 from ..tracking.summary import EXIT_CONFIG, refuse
 from . import checkpoint as CK
+from . import owner as OW
 
 
 def _hydra_job() -> tuple[bool, str]:
@@ -158,42 +164,65 @@ def _run_job(cfg: DictConfig, multirun: bool, job_num: str) -> float:
     if stale:
         print(f"[bench] removed {len(stale)} temporary checkpoint file(s) of killed writers from "
               f"{path.parent}", flush=True)
-    resume = None
-    if not cfg.rerun:
-        done = S.finished_run_with_hash(c, exp_id, chash)
-        if done is not None:
-            if parent:
-                W.set_tags(c, parent, {f"skipped.{job_num}": done})
-            print(f"[bench] skip: this config (config_hash {chash}) already FINISHED as run "
-                  f"{done}; rerun=true redoes it", flush=True)
-            final = S.retrying(c.get_run, done).data.metrics.get("val/elbo")
-            return math.nan if final is None else final
+    try:                            # one process per config at a time (bench.job.owner)
+        owner = OW.acquire(path, chash, L.beat())
+    except OW.Held as e:
+        return _held(OW.named(e, c, exp_id), c, parent, multirun, job_num)
+    try:
+        resume = None
+        if not cfg.rerun:
+            done = S.finished_run_with_hash(c, exp_id, chash)
+            if done is not None:
+                if parent:
+                    W.set_tags(c, parent, {f"skipped.{job_num}": done})
+                print(f"[bench] skip: this config (config_hash {chash}) already FINISHED as run "
+                      f"{done}; rerun=true redoes it", flush=True)
+                final = S.retrying(c.get_run, done).data.metrics.get("val/elbo")
+                return math.nan if final is None else final
         try:
-            resume = CK.find_resume(c, exp_id, chash, path, cfg.mlflow.lost_after_s, resolved)
-        except CK.CheckpointMismatch as e:
-            return _refuse_checkpoint(e, multirun, job_num)
+            OW.check_latest(c, exp_id, chash, cfg.mlflow.lost_after_s)
+        except OW.Held as e:
+            return _held(e, c, parent, multirun, job_num)
+        if not cfg.rerun:
+            try:
+                resume = CK.find_resume(c, exp_id, chash, path, cfg.mlflow.lost_after_s, resolved)
+            except CK.CheckpointMismatch as e:
+                return _refuse_checkpoint(e, multirun, job_num)
 
-    try:                            # data that cannot load is a configuration error: no run for it
-        task = _load_task(cfg)
-    except (OSError, ImportError, ValueError) as e:
-        bad = ConfigError.from_component("task", cfg.task.name, e)
-        if not multirun:
-            refuse(bad)
-        return _record_config_error(c, exp_id, tags, resolved, bad, job_num)
-    try:                            # so is a model or estimator that refuses these options
-        _check_build(cfg, task)
-    except ValueError as e:
-        bad = ConfigError("model", None, "", message=f"the model and estimator cannot be built "
-                                                     f"from this configuration: {e}")
-        if not multirun:
-            refuse(bad)
-        return _record_config_error(c, exp_id, tags, resolved, bad, job_num)
-    if resume is None:
-        run_id = W.open_run(c, exp_id, {**tags, CK.TAG: str(path)}, resolved)
-    else:
-        run_id = resume.run_id
-    plan = CK.Checkpointing(path, run_id, chash, resolved, cfg.train.checkpoint_every)
-    return _train_run(cfg, c, uri, run_id, tags, multirun, job_num, task, plan, resume)
+        try:                            # data that cannot load is a configuration error: no run for it
+            task = _load_task(cfg)
+        except (OSError, ImportError, ValueError) as e:
+            bad = ConfigError.from_component("task", cfg.task.name, e)
+            if not multirun:
+                refuse(bad)
+            return _record_config_error(c, exp_id, tags, resolved, bad, job_num)
+        try:                            # so is a model or estimator that refuses these options
+            _check_build(cfg, task)
+        except ValueError as e:
+            bad = ConfigError("model", None, "", message=f"the model and estimator cannot be built "
+                                                         f"from this configuration: {e}")
+            if not multirun:
+                refuse(bad)
+            return _record_config_error(c, exp_id, tags, resolved, bad, job_num)
+        if resume is None:
+            run_id = W.open_run(c, exp_id, {**tags, CK.TAG: str(path)}, resolved)
+        else:
+            run_id = resume.run_id
+        plan = CK.Checkpointing(path, run_id, chash, resolved, cfg.train.checkpoint_every)
+        return _train_run(cfg, c, uri, run_id, tags, multirun, job_num, task, plan, resume)
+    finally:
+        owner.release()
+
+
+def _held(e: "OW.Held", c, parent: Optional[str], multirun: bool, job_num: str) -> float:
+    """Another live process trains this config: one line, nothing written to its run."""
+    if not multirun:
+        print(f"[bench] {e}", file=sys.stderr, flush=True)
+        raise SystemExit(OW.EXIT_HELD)
+    if parent:
+        W.set_tags(c, parent, {f"held.{job_num}": e.holder})
+    print(f"[bench] job {job_num} not run: {e}", file=sys.stderr, flush=True)
+    return math.nan
 
 
 def _refuse_checkpoint(e: CK.CheckpointMismatch, multirun: bool, job_num: str) -> float:
@@ -300,6 +329,12 @@ def _train_run(cfg, c, uri: str, run_id: str, tags: dict, multirun: bool, job_nu
             print(f"[bench] could not record run {run_id} FAILED; its heartbeat has stopped, so "
                   f"the next sweep, rerun or bench.tables marks it lost", file=sys.stderr, flush=True)
         raise reason from None
+    except CK.WriteFailed as e:     # the previous checkpoint is whole: a rerun resumes from it
+        _fail(c, run_id, e, reason=str(e))
+        print(f"[bench] run {run_id} FAILED: {e}", file=sys.stderr, flush=True)
+        if not multirun:
+            raise SystemExit(1) from None
+        return math.nan
     except Exception as e:  # noqa: BLE001 -- any failure is recorded, then handled below
         _fail(c, run_id, e)
         if not multirun:
@@ -321,8 +356,9 @@ def _train_run(cfg, c, uri: str, run_id: str, tags: dict, multirun: bool, job_nu
     return result.get("val/elbo", math.nan)
 
 
-def _fail(c, run_id: str, e: BaseException, tb: Optional[str] = None) -> None:
-    reason = f"{type(e).__name__}: {e}"
+def _fail(c, run_id: str, e: BaseException, tb: Optional[str] = None,
+          reason: Optional[str] = None) -> None:
+    reason = reason or f"{type(e).__name__}: {e}"
     W.set_tags(c, run_id, {"failure_reason": reason[:1000]})
     try:
         S.retrying(c.log_text, run_id, tb or traceback.format_exc(), "traceback.txt")

@@ -118,6 +118,7 @@ class Trainer:
         self.gen = task.generator(cfg.seed)     # the training minibatches
         self.meter = IntervalMeter(device)
         self.start, self.rng = 0, None          # set by restore()
+        self.saved: Optional[int] = None        # the step of the checkpoint on disk
         self.stopped = None     # (signal, previous handler): a stop signal met no step boundary
 
     def named_opts(self) -> dict:
@@ -157,10 +158,12 @@ class Trainer:
         self.meter.load_state_dict(state["meter"])
         self.final = dict(state["final"])
         self.start, self.rng = state["step"], state["rng"]   # RNG: set where run() starts
+        self.saved = state["step"]
 
     def save(self, step: int) -> None:
         self.checkpoint.sync()      # every point before step N in the store first
-        CK.save(self.checkpoint.path, self.state(step))
+        CK.save(self.checkpoint.path, self.state(step), kept=self.saved)
+        self.saved = step
 
     def boundary(self, done: int) -> bool:
         """Does step `done` (updates so far) log anything?"""
@@ -200,7 +203,11 @@ class Trainer:
                     self.bar.update(1)
                     done = step + 1
                     if stop.caught is not None:
-                        self.save(done)
+                        try:
+                            self.save(done)
+                        except CK.WriteFailed as e:     # still KILLED, resumable from the last one
+                            raise CK.Preempted(stop.caught, self.saved, ck.path,
+                                               stop.previous[stop.caught], failed=e) from e
                         raise CK.Preempted(stop.caught, done, ck.path, stop.previous[stop.caught])
                     if ck is not None and ck.due(done, steps):
                         self.save(done)

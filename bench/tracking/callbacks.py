@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import sys
 import time
 from typing import Any
@@ -38,6 +39,7 @@ from . import identity as I
 from . import liveness as L
 from . import preflight
 from . import sink as W
+from . import stopping
 from . import store as S
 from . import ui as U
 from .handoff import Handoff
@@ -57,6 +59,7 @@ def _prepare(cfg: DictConfig) -> Handoff:
 
 SUBMITIT_LOCAL = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
 
 def oversubscription_hint(config: DictConfig, cores: int | None) -> str | None:
@@ -83,6 +86,7 @@ class TrackingCallback(Callback):
         self.beat: L.Heartbeat | None = None
         self.lost_after_s = 60.0
         self.sweep_figures = True
+        self._stopping: str | None = None    # the stop signal's name, once one arrived
 
     def __getstate__(self) -> dict:
         # launchers pickle this object into every job: the hand-off travels, the client does not
@@ -111,6 +115,8 @@ class TrackingCallback(Callback):
         with S.named_exit():
             self._open_parent(config)
         atexit.register(self._abandon)
+        launcher = OmegaConf.select(config, "hydra.launcher._target_", default=BASIC_LAUNCHER)
+        stopping.install(self._on_signal, in_process=launcher == BASIC_LAUNCHER)
 
     def _open_parent(self, config: DictConfig) -> None:
         h = _prepare(config)
@@ -141,10 +147,36 @@ class TrackingCallback(Callback):
         with S.named_exit():
             self._summarise()
 
-    def _summarise(self) -> None:
+    def _on_signal(self, signum: int, frame) -> None:
+        """A stop signal to the launching process (bench.tracking.stopping):
+        the workers checkpoint and end KILLED, nothing below this process
+        is left, the parent ends KILLED with the summary."""
+        if self.parent is None or self._stopping:
+            return
+        self._stopping = name = signal.Signals(signum).name
+        print(f"[bench] {name}: stopping the sweep; each running job checkpoints and ends "
+              f"KILLED", file=sys.stderr, flush=True)
+        stopping.send(stopping.descendants(os.getpid()), signal.SIGTERM)
+        stopping.wait_for_workers(self.client, self.exp_id, self.parent)
+        ended = stopping.end_descendants()
+        if ended:
+            print(f"[bench] ended {ended} leftover process(es) of the sweep", file=sys.stderr, flush=True)
+        self._stop_beat()
+        with S.named_exit():
+            self._summarise(stopped=f"stopped by {name}")
+        raise SystemExit(128 + signum)
+
+    def _summarise(self, stopped: str | None = None) -> None:
+        """The summary and the parent's end: FINISHED, FAILED after an outage,
+        or KILLED when `stopped` (its children still RUNNING ended KILLED too)."""
         # again at the end: runs killed less than lost_after_s before this sweep began are lost by now
         L.reap(self.client, self.exp_id, self.lost_after_s)
         kids = S.children(self.client, self.exp_id, self.parent)
+        if stopped:                 # their process is gone without recording its end
+            for r in kids:
+                if r.info.status == "RUNNING":
+                    S.retrying(self.client.set_terminated, r.info.run_id, "KILLED")
+            kids = S.children(self.client, self.exp_id, self.parent)
         parent_tags = S.retrying(self.client.get_run, self.parent).data.tags
         skipped = {k.split(".", 1)[1]: v for k, v in parent_tags.items() if k.startswith("skipped.")}
         counts = {s: sum(r.info.status == s for r in kids)
@@ -161,13 +193,20 @@ class TrackingCallback(Callback):
         # the parent's description in the MLflow UI: the same table, each job linked
         W.set_tags(self.client, self.parent,
                    {NOTE_TAG: note_markdown(kids, reused, tags, self.exp_id, links)})
-        if S.SWEEP_STOPPED:         # an outage longer than the patience (bench.job.runner)
+        if stopped:
+            why = f"{stopped}: rerun the same command to resume its KILLED jobs"
+            print(f"[bench] sweep {why}", file=sys.stdout, flush=True)
+            W.set_tags(self.client, self.parent, {"failure_reason": why})
+        elif S.SWEEP_STOPPED:       # an outage longer than the patience (bench.job.runner)
             why = f"sweep stopped: {S.SWEEP_STOPPED}; jobs not started: {len(S.NOT_STARTED)}"
             print(f"[bench] {why}; rerun the same command to do them", file=sys.stdout, flush=True)
             W.set_tags(self.client, self.parent, {"failure_reason": why[:1000],
                                                   "sweep.not_started": len(S.NOT_STARTED)})
-        S.retrying(self.client.set_terminated, self.parent, "FAILED" if S.SWEEP_STOPPED else "FINISHED")
+        status = "KILLED" if stopped else "FAILED" if S.SWEEP_STOPPED else "FINISHED"
+        S.retrying(self.client.set_terminated, self.parent, status)
         parent, self.parent = self.parent, None
+        if stopped:
+            return
         # after the end, so that the tables see the parent FINISHED with its wall time;
         # not after an outage stopped the sweep: the store has just been away
         if self.sweep_figures and not S.SWEEP_STOPPED:
@@ -221,10 +260,9 @@ class TrackingCallback(Callback):
         if self.parent is None:
             return
         self._stop_beat()
+        stopping.end_descendants()      # no worker of this sweep outlives it
         try:
-            for r in S.children(self.client, self.exp_id, self.parent):
-                if r.info.status == "RUNNING":
-                    self.client.set_terminated(r.info.run_id, "KILLED")
-            self.client.set_terminated(self.parent, "KILLED")
-        except Exception:  # noqa: BLE001 -- best effort while exiting
+            with S.patience(min(S.PATIENCE_S, 30.0)):
+                self._summarise(stopped="interrupted")
+        except BaseException:  # noqa: BLE001 -- best effort while exiting
             pass

@@ -26,6 +26,7 @@ between parallel workers. Readers (bench.results) go through `retrying` too.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from contextlib import contextmanager
@@ -61,7 +62,12 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
                  "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
 _TRANSIENT = ("locked", "busy", "connection", "timed out", "timeout", "temporarily",
-              "503", "502", "504", "429", "max retries exceeded")
+              "max retries exceeded")
+# HTTP statuses of a server that is restarting or overloaded, as whole numbers:
+# a run id in the message (`...in run with id 5031f2...`) is no status code
+_TRANSIENT_STATUS = re.compile(r"(?<![\w.])(502|503|504|429)(?![\w.])")
+# MLflow's answer that a thing does not exist or is not valid is a fact, not an outage
+_PERMANENT_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS")
 # a full disk is an outage, not a crash: space may be freed within the patience
 _DISK_FULL = ("database or disk is full", "no space left on device", "disk quota exceeded")
 
@@ -191,6 +197,26 @@ def _uri_of(fn: Callable) -> str:
     return str(getattr(tc, "tracking_uri", None) or resolve_tracking_uri())
 
 
+def transient(e: BaseException) -> bool:
+    """Whether `e` says the store is away for a while (retried) rather than
+    that the request was wrong (raised at once)."""
+    if getattr(e, "error_code", None) in _PERMANENT_CODES:
+        return False
+    text = f"{type(e).__name__}: {e}".lower()
+    return any(s in text for s in _TRANSIENT) or _TRANSIENT_STATUS.search(text) is not None
+
+
+def forgiving(fn: Callable[..., T], *args, **kwargs) -> Optional[T]:
+    """`retrying(fn, ...)`, with None where the store answers that the thing
+    is not there (deleting a tag another process deleted first)."""
+    try:
+        return retrying(fn, *args, **kwargs)
+    except Exception as e:  # noqa: BLE001 -- MlflowException, whatever the store
+        if getattr(e, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+
+
 def retrying(fn: Callable[..., T], *args, patience_s: float | None = None, **kwargs) -> T:
     """Call fn, retrying transient store errors (sqlite 'database is locked'
     under parallel writers, a tracking server unreachable or restarting) with
@@ -206,9 +232,8 @@ def retrying(fn: Callable[..., T], *args, patience_s: float | None = None, **kwa
                 RECOVERED_AT = time.time()
             return out
         except Exception as e:  # noqa: BLE001 -- MLflow wraps sqlite/http errors variously
-            text = f"{type(e).__name__}: {e}".lower()
             full = disk_full(e)
-            if full is None and not any(s in text for s in _TRANSIENT):
+            if full is None and not transient(e):
                 raise
             waited = time.monotonic() - t0
             uri = _uri_of(fn)

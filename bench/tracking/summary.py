@@ -6,7 +6,9 @@ Exit status of `python -m bench.run`: 0 when every job FINISHED or was skipped
 as already finished; 2 for a configuration error (nothing is run);
 3 when a sweep ran but some of its jobs FAILED or were KILLED (their
 `failure_reason` is in the table); 1 when the tracking store stayed
-unavailable for longer than `mlflow.patience_s`, or for any other error.
+unavailable for longer than `mlflow.patience_s`, or for any other error;
+4 when another live process trains the run's config (bench.job.owner);
+128 + the signal number for a sweep stopped by a signal (bench.tracking.stopping).
 """
 from __future__ import annotations
 
