@@ -66,7 +66,7 @@ def pretrain(cfg, out=None, max_slots: int = 16, log=None, experiment=None) -> t
     from models.registry import config_from
     from models.sequence import SequenceConfig
 
-    from .job.build import load_task, pick_device
+    from .job.build import load_task, model_options, pick_device
 
     device = pick_device(cfg.device)
     if cfg.threads:
@@ -77,8 +77,7 @@ def pretrain(cfg, out=None, max_slots: int = 16, log=None, experiment=None) -> t
         raise ValueError(f"task={cfg.task.name}: pretraining needs a sequence task "
                          f"(family {task.family!r} has no language model)")
     # `family` picks a model family for bench.run; pretraining has one (the sequence model)
-    mc = config_from(SequenceConfig, "sequence model",
-                     {k: v for k, v in dict(cfg.model).items() if k != "family"})
+    mc = config_from(SequenceConfig, "sequence model", model_options(cfg, drop=("family",)))
     spec = task.spec
     L, Lc = spec["length"], spec["context_length"]
     # the prefix layout needs Lc + L + n_slots + 5 positions; room for up to max_slots latent slots

@@ -80,6 +80,18 @@ ESTIMATORS: Registry[type["Estimator"]] = Registry(
 
 @dataclass
 class Estimate:
+    """What an estimator returns for one batch.
+
+    `loss` is a surrogate, never the objective itself: its value is minus the
+    batch mean of the target (E_q[f(z)], or for a bound estimator such as
+    VIMCO the S-sample bound) and its gradient is minus the estimator's
+    estimate of the target's gradient; call `loss.backward()` (plus
+    `aux_loss`) and step an optimiser. `value` (B,) is the detached per-example
+    target estimate, for logging. `aux_loss` trains the estimator's own
+    parameters (baselines, control variates, REBAR's and RELAX's temperature
+    and scale), None where it has none; `loss` never reaches them. `metrics`
+    holds detached 0-dim tensors (temperature, eta, baseline, ...) to log."""
+
     loss: Tensor                      # () surrogate: value -target, grad -estimate
     value: Tensor                     # (B,) detached target estimate
     aux_loss: Optional[Tensor] = None  # () trains the estimator's own parameters

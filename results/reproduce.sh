@@ -43,7 +43,7 @@ if has toy; then  # 12 variants x t in {0.45, 0.499} x 3 seeds = 72 runs
   run $T estimator=disarm,indecater,st,reinmax,gumbel_rao hydra.sweep.dir=results/.work/toy-new
 fi
 
-# Fair tuning (README "Fair tuning"): per task, one Optuna study per estimator,
+# Fair tuning (docs/tuning.md): per task, one Optuna study per estimator,
 # 4 trials each (TPE, seed 0), train.lr in [1e-4, 3e-2] log, estimator.tau in
 # [0.1, 2] for gumbel/rebar/relax; at concat, constant KL, no free bits, seed 0,
 # and fewer steps than the study (digits 500 of 1000, strategies 100 of 150).

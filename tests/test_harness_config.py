@@ -269,7 +269,29 @@ def test_model_family_needs_no_plus_and_leaves_other_hashes_alone():
     cfg = compose_config(["model.family=conv", "latent.D=4"])
     assert cfg.model.family == "conv"
     plain_cfg = OmegaConf.to_container(compose_config([]))
-    assert plain_cfg["model"] == {"family": None}
+    assert plain_cfg["model"] == {"family": None, "label": None}
     without = {**plain_cfg, "model": {}}
     assert config_hash(plain_cfg) == config_hash(without)
     assert config_hash(OmegaConf.to_container(cfg)) != config_hash(plain_cfg)
+
+
+def test_an_overlays_model_label_is_a_name_not_an_option():
+    """disarm_linear names its model `linear` for the tables: logged with the
+    config, left out of config_hash (the runs stored before the label keep
+    their identity) and never handed to models.build."""
+    from bench.job.build import model_options
+    from bench.tracking.identity import config_hash, flatten
+    from tests.compose import compose_config
+
+    for overlay, label in (("disarm_linear", "linear"), ("disarm_nonlinear", "nonlinear")):
+        cfg = compose_config([f"experiment={overlay}"])
+        resolved = OmegaConf.to_container(cfg)
+        assert flatten(resolved)["model.label"] == label                  # logged as a param
+        unlabelled = {**resolved, "model": {k: v for k, v in resolved["model"].items()
+                                            if k != "label"}}
+        assert config_hash(resolved) == config_hash(unlabelled)
+        assert "label" not in model_options(cfg) and "encoder_hidden" in model_options(cfg)
+    linear = OmegaConf.to_container(compose_config(["experiment=disarm_linear"]))
+    relabelled = compose_config(["experiment=disarm_linear", "model.label=mine"])
+    assert relabelled.model.label == "mine"                    # set without `+`
+    assert config_hash(OmegaConf.to_container(relabelled)) == config_hash(linear)

@@ -11,7 +11,7 @@ The REST and bench.tables checks use a hand-made sweep in the harness's layout
     BENCH_SCREENSHOT_DIR=results/figures pytest -m slow tests/test_mlflow_server.py -k screenshot
 
 also writes the screenshots there (mlflow_ui_runs.png, mlflow_ui_chart.png, the
-README's); by default they stay in the test's tmp folder.
+docs/running.md's); by default they stay in the test's tmp folder.
 """
 from __future__ import annotations
 

@@ -250,6 +250,7 @@ def test_the_study_overlay_composes_into_valid_model_options(tmp_path):
     assert cfg.task.name == "strategies" and cfg.kl.name == "cyclical"
     from models.sequence import SequenceConfig
     assert cfg.model.family is None                                # the sequence task's own
-    SequenceConfig(**{k: v for k, v in cfg.model.items() if k != "family"})   # valid options
+    from bench.job.build import model_options
+    SequenceConfig(**model_options(cfg, drop=("family",)))           # valid options
     with pytest.raises(ValueError, match="no such checkpoint"):
         bb.load_checkpoint(cfg.model.base)

@@ -151,3 +151,22 @@ def _curves(runs):
     import pandas as pd
     return pd.DataFrame([{"run_id": r, "key": "val/elbo", "step": s, "value": -30.0 + s / 10}
                          for r in runs["run_id"] for s in (0, 50, 100)])
+
+
+def test_the_header_lines_fit_the_canvas(tmp_path, figures):
+    """How to read a panel is wrapped, not clipped at the canvas's edges, even
+    on the narrowest canvas (two small panels)."""
+    client, runs = make_store(tmp_path)
+    out = tmp_path / "fig"
+    out.mkdir()
+    grids.write_grid_figures(client, runs, out)
+    fig = figures["samples_vary_class.png"]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    renderer = FigureCanvasAgg(fig).get_renderer()           # a saved figure is closed
+    width = fig.get_figwidth() * fig.dpi
+    header = [t for t in fig.texts if "decoded with that z" in t.get_text()
+              or "read along a row" in t.get_text()]
+    assert len(header) == 2 and header[-1].get_text().endswith("along a row)")   # whole
+    for t in fig.texts:
+        box = t.get_window_extent(renderer)
+        assert 0 <= box.x0 and box.x1 <= width, t.get_text()

@@ -109,3 +109,32 @@ def test_conditioning_panels_keep_the_other_settings_apart(tmp_path, figures):
     heat = figures["heatmap_val_elbo.png"].axes[0]
     assert [t.get_text() for t in heat.get_yticklabels()] == [
         "gumbel · kl=constant", "gumbel · kl=linear"]
+
+
+def _extent(artist, fig):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    return artist.get_window_extent(canvas.get_renderer())   # a saved figure is closed
+
+
+def test_axis_labels_stay_clear_of_the_title_and_of_the_next_panel(tmp_path, figures):
+    """The long y-label of grad_log10_var is wrapped below the title; each
+    panel of collapse_free_bits names its metric and has its label beside
+    its own axis, clear of the panel to its left."""
+    from bench.results.lines import Y_LABEL_CHARS
+    sweep(tmp_path / "a", CONDITIONINGS[:2], seeds=(0, 1))
+    fig = figures["grad_log10_var.png"]
+    (ax,), _ = lines_of(fig)
+    label = ax.yaxis.label
+    assert all(len(line) <= Y_LABEL_CHARS for line in label.get_text().splitlines())
+    assert _extent(label, fig).y1 < _extent(fig._suptitle, fig).y0
+    assert len(fig.get_suptitle().splitlines()) == 3     # title, subtitle, band: a line each
+    settings = [{"estimator": "gumbel", "free_bits": b, "kl": "constant",
+                 "free_bits_mode": "batch"} for b in ("0.0", "0.5", "1.0")]
+    sweep(tmp_path / "b", settings, seeds=(0, 1))
+    fig = figures["collapse_free_bits.png"]
+    (left, right), _ = lines_of(fig)
+    assert left.get_title() == "digits · active units" and "active units" in left.get_ylabel()
+    assert right.get_title() == "digits · mutual info"
+    assert "mutual information" in right.get_ylabel()
+    assert _extent(right.yaxis.label, fig).x0 > _extent(left, fig).x1

@@ -1,5 +1,5 @@
 """The Ray launchers, for real, where the `ray` extra is installed: an
-environment of its own (README, "Cluster"), which .ci/run builds and runs
+environment of its own (docs/cluster.md, "Ray"), which .ci/run builds and runs
 `pytest -m ray` in. Without hydra-ray-launcher these tests are skipped.
 
 1. `hydra/launcher=ray`: the plugin starts a local Ray; two jobs; every run

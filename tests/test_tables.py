@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from bench.results import tables
-from bench.results.format import agg_markdown, fmt
+from bench.results.format import SINGLE_NOTE, agg_markdown, fmt
 from bench.results.store import load_study
 from tests.test_tables_store import EXP, T0, fresh_store, job, make_run, make_sweep
 
@@ -76,8 +76,8 @@ def test_single_run_group_has_no_standard_error():
     assert agg["m.n"].iloc[0] == 1 and math.isnan(agg["m.se"].iloc[0])
     assert math.isnan(agg["m.ci95"].iloc[0])
     assert fmt(1.5, math.nan) == "1.50"
-    assert agg_markdown(agg, ["estimator"], ["m"], "ci95").splitlines()[-1] == \
-        "| a | 1 | 1.50 (n=1: no interval) |"
+    lines = agg_markdown(agg, ["estimator"], ["m"], "ci95").splitlines()
+    assert lines[2] == "| a | 1 | 1.50 |" and lines[-1] == SINGLE_NOTE   # said under the table
 
 
 def test_groups_sort_numerically_and_vary_only_where_settings_vary():

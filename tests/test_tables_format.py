@@ -10,7 +10,7 @@ import pytest
 
 from bench.results import columns, tables
 from bench.results.aggregate import aggregate
-from bench.results.format import fmt, fmt_column, fmt_p, metric_cells
+from bench.results.format import SINGLE_NOTE, fmt, fmt_column, fmt_p, metric_cells, single_note
 
 
 @pytest.mark.parametrize("mean, spread, text", [
@@ -52,10 +52,11 @@ def test_cells_mark_one_run_and_partial_counts():
                          "run_id": list("uvwxyz"),
                          "m": [1.0, 2.0, 3.0, 0.006906, 0.5127, math.nan]})
     agg = aggregate(runs, ["e"], ["m"])
-    assert metric_cells(agg, "m") == ["2.0 ± 2.5", "0.00691 (n=1: no interval)",
-                                      "0.513 (n=1: no interval)"]
-    assert metric_cells(agg, "m", "se") == ["2.00 ± 0.58", "0.00691 (n=1: no interval)",
-                                            "0.513 (n=1: no interval)"]
+    # one run: the value alone (the table's note says so once); one of two runs: (n=1)
+    assert metric_cells(agg, "m") == ["2.0 ± 2.5", "0.00691", "0.513 (n=1)"]
+    assert metric_cells(agg, "m", "se") == ["2.00 ± 0.58", "0.00691", "0.513 (n=1)"]
+    assert single_note(agg, ["m"]) == f"\n{SINGLE_NOTE}\n"
+    assert single_note(agg.iloc[:1], ["m"]) == ""           # every cell has an interval
 
 
 CELL = re.compile(r"(-?[\d.]+) ± ([\d.]+)")
@@ -136,3 +137,21 @@ def test_model_options_that_vary_label_the_rows():
     assert "model" in group_keys(out)[0]
     same = add_settings(runs.iloc[:1])
     assert "model" not in group_keys(same)[0]
+
+
+def test_an_overlays_label_names_the_model_rows():
+    """`model.label` names a row where it stands for one set of options; a
+    label over two sets (an option changed on the command line) keeps them."""
+    import pandas as pd
+    from bench.results.aggregate import add_settings, group_keys, model_legend
+    runs = pd.DataFrame({"task": ["mnist5k"] * 4, "estimator": ["disarm"] * 4,
+                         "conditioning": ["none"] * 4,
+                         "params.model.label": ["linear", "nonlinear", "nonlinear", None],
+                         "params.model.encoder_hidden": ["[]", "[200]", "[300]", "[9]"]})
+    out = add_settings(runs)
+    assert list(out["model"]) == ["linear", "nonlinear(encoder_hidden=[200])",
+                                  "nonlinear(encoder_hidden=[300])", "encoder_hidden=[9]"]
+    keys = group_keys(out)[0]
+    assert model_legend(out, keys).splitlines()[2] == "- `linear`: encoder_hidden=[]"
+    assert model_legend(add_settings(runs.iloc[[0, 3]]), keys).count("- `") == 1
+    assert model_legend(add_settings(runs.iloc[[3]]), keys) == ""    # no label, no legend

@@ -10,6 +10,7 @@ import pytest
 from scipy import stats as sps
 
 from bench.results import tables
+from bench.results.format import SINGLE_NOTE
 from bench.results.store import load_study
 from tests.test_tables_store import EXP, fresh_store, job, make_sweep
 
@@ -95,5 +96,36 @@ def test_adherence_backbone_rows_and_cost_columns(tmp_path):
     tables.write_results(client2, load_study(client2, EXP), out)
     assert not (out / "adherence.md").exists() and not (out / "adherence.csv").exists()
     elbo = (out / "elbo.md").read_text()
-    assert "| digits | gumbel | concat | 1 | -1 (n=1: no interval) |" in elbo
+    assert "| digits | gumbel | concat | 1 | -1 |" in elbo
+    assert elbo.count(SINGLE_NOTE) == 1 and "no interval)" not in elbo     # said once, not per cell
     assert math.isnan(pd.read_csv(out / "elbo.csv")["val/elbo.ci95"].iloc[0])
+
+
+def test_model_rows_are_named_by_the_overlays_label(tmp_path):
+    """The linear and the nonlinear VAE of one study: rows `linear` and
+    `nonlinear` (`model.label` of their overlays), the options they stand for
+    listed once under the table, the one-seed note said once per table."""
+    client, _, exp = fresh_store(tmp_path / "store")
+    jobs = []
+    for label, hidden, act in (("linear", "[]", None), ("nonlinear", "[200, 200]", "leaky_relu")):
+        for est, elbo in (("disarm", -170.0), ("gumbel", -168.0)):
+            j = _job(est, 0, elbo)
+            j["params"].update({"model.label": label, "model.encoder_hidden": hidden,
+                                "model.decoder_hidden": hidden, "model.norm": "none"})
+            if act:
+                j["params"]["model.activation"] = act
+            j["tags"] = {**j["tags"], "config_hash": f"{label}-{est}"}
+            jobs.append(j)
+    _sweep(client, exp, jobs)
+    out = tmp_path / "out"
+    tables.write_results(client, load_study(client, EXP), out)
+    md = (out / "elbo.md").read_text()
+    assert "| digits | linear | disarm | concat | 1 | -170 |" in md
+    assert "| digits | nonlinear | gumbel | concat | 1 | -168 |" in md
+    assert "- `linear`: activation=-,decoder_hidden=[],encoder_hidden=[]" in md
+    assert ("- `nonlinear`: activation=leaky_relu,decoder_hidden=[200, 200],"
+            "encoder_hidden=[200, 200]") in md
+    assert "| digits | activation=" not in md and "no interval)" not in md
+    assert md.count(SINGLE_NOTE) == 1
+    assert list(pd.read_csv(out / "elbo.csv")["model"]) == ["linear", "linear",
+                                                            "nonlinear", "nonlinear"]

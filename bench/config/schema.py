@@ -173,8 +173,10 @@ class Config:
     task: Dict[str, Any] = field(default_factory=lambda: {"name": MISSING})
     conditioning: Dict[str, Any] = field(default_factory=lambda: {"name": MISSING})
     # extra models.build options; `family` is declared so that `model.family=conv`
-    # needs no `+` (null: the task's own family, the MLP for image tasks)
-    model: Dict[str, Any] = field(default_factory=lambda: {"family": None})
+    # needs no `+` (null: the task's own family, the MLP for image tasks). `label`
+    # is no build option: the name the tables give this model's rows (an experiment
+    # overlay's own, e.g. `linear`), with the options it stands for listed under them
+    model: Dict[str, Any] = field(default_factory=lambda: {"family": None, "label": None})
     latent: LatentConf = field(default_factory=LatentConf)
     kl: KLConf = field(default_factory=KLConf)
     temperature: TemperatureConf = field(default_factory=TemperatureConf)

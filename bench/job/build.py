@@ -21,6 +21,12 @@ def _opts(node, drop=("name",)) -> dict:
     return {k: v for k, v in dict(node).items() if k not in drop}
 
 
+def model_options(cfg, drop: tuple = ()) -> dict:
+    """The `model` section as models.build options: without `label`, the
+    tables' name for the model (bench.config.schema), and without `drop`."""
+    return _opts(cfg.model, drop=("label",) + tuple(drop))
+
+
 def load_task(cfg, device: torch.device):
     """The task of the config on `device` (its loader checks its own options and data)."""
     return models.tasks.load(cfg.task.name, device=device, seed=cfg.seed, **_opts(cfg.task))
@@ -36,7 +42,7 @@ def build(cfg, device: torch.device, task=None):
     if lat.name == "categorical":
         sizes["K"] = default.K if lat.K is None else lat.K
     latent = models.latents.build(lat.name, **sizes)     # bernoulli and gaussian take no K
-    extra = dict(cfg.model)
+    extra = model_options(cfg)
     if cfg.latent_dropout > 0:
         extra["latent_dropout"] = cfg.latent_dropout
     model = models.build(task, latent, conditioning=cfg.conditioning.name,

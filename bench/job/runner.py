@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import atexit
 import gc
+import logging
 import math
 import sys
 import traceback
@@ -81,6 +82,16 @@ def _hydra_job() -> tuple[bool, str]:
 
 
 _EXIT_HOOKED = False
+# the run's log lines: Hydra's job logging sends this logger to run.log only
+# (conf/config.yaml, hydra.job_logging), the console gets them from print
+LOG = logging.getLogger("bench")
+SHOWN = ("val/elbo", "val/iwae", "val/kl")     # the headline values of an evaluation
+
+
+def _say(text: str, err: bool = False) -> None:
+    """One harness line: on stdout (stderr for a failure) and in run.log."""
+    print(text, file=sys.stderr if err else sys.stdout, flush=True)
+    LOG.log(logging.WARNING if err else logging.INFO, text.replace("[bench] ", ""))
 
 
 def _quick_exit() -> None:
@@ -106,15 +117,15 @@ def run_job(cfg: DictConfig) -> float:
             return _run_job(cfg, multirun, job_num)
     if S.SWEEP_STOPPED:
         S.NOT_STARTED.append(job_num)
-        print(f"[bench] job {job_num} not started: the sweep stopped ({S.SWEEP_STOPPED[:200]})",
-              file=sys.stderr, flush=True)
+        _say(f"[bench] job {job_num} not started: the sweep stopped ({S.SWEEP_STOPPED[:200]})",
+             err=True)
         return math.nan
     try:
         return _run_job(cfg, multirun, job_num)
     except S.TrackingUnavailable as e:
         S.SWEEP_STOPPED = str(e)
-        print(f"[bench] job {job_num} FAILED: {e}\n[bench] the sweep stops: later jobs are not "
-              f"started; rerun the same command when the store is back", file=sys.stderr, flush=True)
+        _say(f"[bench] job {job_num} FAILED: {e}\n[bench] the sweep stops: later jobs are not "
+             f"started; rerun the same command when the store is back", err=True)
         return math.nan
 
 
@@ -162,8 +173,8 @@ def _run_job(cfg: DictConfig, multirun: bool, job_num: str) -> float:
         return _record_config_error(c, exp_id, tags, resolved, bad, job_num)
     stale = CK.remove_stale_tmp(path.parent)
     if stale:
-        print(f"[bench] removed {len(stale)} temporary checkpoint file(s) of killed writers from "
-              f"{path.parent}", flush=True)
+        _say(f"[bench] removed {len(stale)} temporary checkpoint file(s) of killed writers from "
+             f"{path.parent}")
     try:                            # one process per config at a time (bench.job.owner)
         owner = OW.acquire(path, chash, L.beat())
     except OW.Held as e:
@@ -175,8 +186,8 @@ def _run_job(cfg: DictConfig, multirun: bool, job_num: str) -> float:
             if done is not None:
                 if parent:
                     W.set_tags(c, parent, {f"skipped.{job_num}": done})
-                print(f"[bench] skip: this config (config_hash {chash}) already FINISHED as run "
-                      f"{done}; rerun=true redoes it", flush=True)
+                _say(f"[bench] skip: this config (config_hash {chash}) already FINISHED as run "
+                     f"{done}; rerun=true redoes it")
                 final = S.retrying(c.get_run, done).data.metrics.get("val/elbo")
                 return math.nan if final is None else final
         try:
@@ -208,6 +219,8 @@ def _run_job(cfg: DictConfig, multirun: bool, job_num: str) -> float:
             run_id = W.open_run(c, exp_id, {**tags, CK.TAG: str(path)}, resolved)
         else:
             run_id = resume.run_id
+        LOG.info("run %s (%s), config_hash %s, experiment %r, store %s", run_id,
+                 tags[I.RUN_NAME_TAG], chash, cfg.mlflow.experiment, uri)
         plan = CK.Checkpointing(path, run_id, chash, resolved, cfg.train.checkpoint_every)
         return _train_run(cfg, c, uri, run_id, tags, multirun, job_num, task, plan, resume)
     finally:
@@ -217,11 +230,11 @@ def _run_job(cfg: DictConfig, multirun: bool, job_num: str) -> float:
 def _held(e: "OW.Held", c, parent: Optional[str], multirun: bool, job_num: str) -> float:
     """Another live process trains this config: one line, nothing written to its run."""
     if not multirun:
-        print(f"[bench] {e}", file=sys.stderr, flush=True)
+        _say(f"[bench] {e}", err=True)
         raise SystemExit(OW.EXIT_HELD)
     if parent:
         W.set_tags(c, parent, {f"held.{job_num}": e.holder})
-    print(f"[bench] job {job_num} not run: {e}", file=sys.stderr, flush=True)
+    _say(f"[bench] job {job_num} not run: {e}", err=True)
     return math.nan
 
 
@@ -229,9 +242,9 @@ def _refuse_checkpoint(e: CK.CheckpointMismatch, multirun: bool, job_num: str) -
     """A checkpoint that does not fit: nothing is loaded or changed; the user
     deletes the file or reruns with rerun=true."""
     if not multirun:
-        print(f"[bench] error: {e}", file=sys.stderr, flush=True)
+        _say(f"[bench] error: {e}", err=True)
         raise SystemExit(EXIT_CONFIG)
-    print(f"[bench] job {job_num} not run: {e}", file=sys.stderr, flush=True)
+    _say(f"[bench] job {job_num} not run: {e}", err=True)
     return math.nan
 
 
@@ -240,7 +253,7 @@ def _record_config_error(c, exp_id: str, tags: dict, resolved: dict, bad: Config
     """A sweep's job with a configuration error: a FAILED run that says why."""
     run_id = W.open_run(c, exp_id, tags, resolved)
     _fail(c, run_id, bad)
-    print(f"[bench] job {job_num}: {bad}", file=sys.stderr, flush=True)
+    _say(f"[bench] job {job_num}: {bad}", err=True)
     return math.nan
 
 
@@ -273,6 +286,9 @@ class _Sink:
 
     def __call__(self, step: int, metrics: dict) -> None:
         self.sink(step, metrics)
+        if "val/elbo" in metrics:       # an evaluation: its headline values in run.log
+            LOG.info("step %d: %s", step, "  ".join(
+                f"{k}={metrics[k]:.4g}" for k in SHOWN + ("train/loss",) if k in metrics))
 
     def drain(self) -> None:
         self.sink.close()
@@ -304,8 +320,7 @@ def _train_run(cfg, c, uri: str, run_id: str, tags: dict, multirun: bool, job_nu
                 trainer.restore(resume.state)   # a mismatch leaves the run as it was
                 CK.reopen(c, resume, tags)
                 beat = L.Heartbeat(c, run_id, cfg.mlflow.heartbeat_s)
-                print(f"[bench] resuming run {run_id} from step {trainer.start} ({plan.path})",
-                      flush=True)
+                _say(f"[bench] resuming run {run_id} from step {trainer.start} ({plan.path})")
             result = trainer.run()
         finally:
             sink.close()            # every metric point is in the store before the status
@@ -314,7 +329,7 @@ def _train_run(cfg, c, uri: str, run_id: str, tags: dict, multirun: bool, job_nu
     except CK.Preempted as e:
         W.set_tags(c, run_id, {"failure_reason": e.reason})
         S.retrying(c.set_terminated, run_id, "KILLED")
-        print(f"[bench] run {run_id} KILLED: {e.reason}", file=sys.stderr, flush=True)
+        _say(f"[bench] run {run_id} KILLED: {e.reason}", err=True)
         e.chain()                   # submitit's requeue, or exit 128 + signal
     except KeyboardInterrupt:
         W.set_tags(c, run_id, {"failure_reason": "KeyboardInterrupt"})
@@ -326,12 +341,12 @@ def _train_run(cfg, c, uri: str, run_id: str, tags: dict, multirun: bool, job_nu
             with S.patience(max(S.PATIENCE_S, 60.0)):
                 _fail(c, run_id, reason)
         except S.TrackingUnavailable:
-            print(f"[bench] could not record run {run_id} FAILED; its heartbeat has stopped, so "
-                  f"the next sweep, rerun or bench.tables marks it lost", file=sys.stderr, flush=True)
+            _say(f"[bench] could not record run {run_id} FAILED; its heartbeat has stopped, so "
+                 f"the next sweep, rerun or bench.tables marks it lost", err=True)
         raise reason from None
     except CK.WriteFailed as e:     # the previous checkpoint is whole: a rerun resumes from it
         _fail(c, run_id, e, reason=str(e))
-        print(f"[bench] run {run_id} FAILED: {e}", file=sys.stderr, flush=True)
+        _say(f"[bench] run {run_id} FAILED: {e}", err=True)
         if not multirun:
             raise SystemExit(1) from None
         return math.nan
@@ -339,7 +354,7 @@ def _train_run(cfg, c, uri: str, run_id: str, tags: dict, multirun: bool, job_nu
         _fail(c, run_id, e)
         if not multirun:
             raise
-        print(f"[bench] job {job_num} FAILED: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        _say(f"[bench] job {job_num} FAILED: {type(e).__name__}: {e}", err=True)
         return math.nan
     finally:
         if beat is not None:
@@ -347,10 +362,9 @@ def _train_run(cfg, c, uri: str, run_id: str, tags: dict, multirun: bool, job_nu
     S.retrying(c.set_terminated, run_id, "FINISHED")
     plan.path.unlink(missing_ok=True)   # nothing left to resume
     if not multirun:                # a sweep prints its own summary table at the end
-        shown = "  ".join(f"{k}={result[k]:.3f}" for k in ("val/elbo", "val/iwae", "val/kl")
-                          if k in result)
-        print(f"[bench] run {run_id} FINISHED: {shown}\n[bench] store {uri}, experiment "
-              f"{cfg.mlflow.experiment!r}: mlflow ui --backend-store-uri {uri}", flush=True)
+        shown = "  ".join(f"{k}={result[k]:.3f}" for k in SHOWN if k in result)
+        _say(f"[bench] run {run_id} FINISHED: {shown}\n[bench] store {uri}, experiment "
+             f"{cfg.mlflow.experiment!r}: mlflow ui --backend-store-uri {uri}")
     if trainer.stopped is not None:     # a stop signal during the last step's logging
         CK.chain(*trainer.stopped)
     return result.get("val/elbo", math.nan)
@@ -359,6 +373,7 @@ def _train_run(cfg, c, uri: str, run_id: str, tags: dict, multirun: bool, job_nu
 def _fail(c, run_id: str, e: BaseException, tb: Optional[str] = None,
           reason: Optional[str] = None) -> None:
     reason = reason or f"{type(e).__name__}: {e}"
+    LOG.error("run %s FAILED: %s\n%s", run_id, reason, tb or traceback.format_exc())
     W.set_tags(c, run_id, {"failure_reason": reason[:1000]})
     try:
         S.retrying(c.log_text, run_id, tb or traceback.format_exc(), "traceback.txt")

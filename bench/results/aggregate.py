@@ -4,9 +4,10 @@ and grouped, and their mean, standard error and 95% confidence interval.
 - `dedupe`: the latest FINISHED run per config_hash (a rerun supersedes).
 - `add_variants`: `variant` / `task_variant` labels, the estimator (task) name
   followed by the options that vary among that name's runs.
-- `add_settings`: model settings read from params (`model`: the model options
-  that vary in the selection; `backbone`,
-  `backbone_mode`), `MISSING` where a run did not set them.
+- `add_settings`: model settings read from params (`model`: the label an
+  experiment overlay gave the model, `model.label`, or else the model options
+  that vary in the selection; `backbone`, `backbone_mode`), `MISSING` where a
+  run did not set them; `model_legend` lists what each label stands for.
 - `group_keys`: task × estimator × conditioning, plus latent, backbone,
   backbone_mode, kl, free_bits, free_bits_mode and the variant labels where
   they vary in the selection; and the settings that are constant, to state.
@@ -23,7 +24,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .format import sort_rows
+from .format import natkey, sort_rows
 from .stats import ci_halfwidth
 from .store import MISSING
 
@@ -39,6 +40,8 @@ VARIANTS = {"variant": "estimator", "task_variant": "task"}
 PLACE = ("params.task.data_dir",)
 # label column -> the param it is read from (settings that are no tag)
 SETTINGS = {"backbone": "params.model.backbone", "backbone_mode": "params.model.backbone_mode"}
+LABEL = "params.model.label"          # an overlay's name for its model (bench.config.schema)
+MODEL_OPTIONS = "model_options"       # the model options a `model` label stands for
 STATS = ("mean", "se", "ci95", "n")
 
 
@@ -109,17 +112,43 @@ def add_settings(runs: pd.DataFrame) -> pd.DataFrame:
         runs[col] = (runs[param].fillna(MISSING).astype(str) if param in runs
                      else pd.Series(MISSING, index=runs.index, dtype=object))
     # `model`: the other model options that vary in the selection, e.g. the
-    # linear and the nonlinear VAE of one experiment (encoder_hidden=[] vs [200, 200])
+    # linear and the nonlinear VAE of one experiment (encoder_hidden=[] vs [200, 200]),
+    # shown as the overlay's label (`linear`) where the runs carry one
     # model.context is what an estimator's baseline or control variate sees, not
     # part of the VAE: RELAX on x beside the others on features is one model
-    own = {p for p in SETTINGS.values()} | {"params.model.context"}
+    own = {p for p in SETTINGS.values()} | {"params.model.context", LABEL}
     opts = sorted(c for c in runs if c.startswith("params.model.") and c not in own)
     vals = runs[opts].fillna(MISSING).astype(str) if opts else pd.DataFrame(index=runs.index)
     varying = [c for c in opts if vals[c].nunique() > 1]
-    runs["model"] = ([",".join(f"{c[len('params.model.'):]}={_short(v)}" for c, v in zip(varying, row))
-                      for row in vals[varying].itertuples(index=False)] if varying
-                     else pd.Series(MISSING, index=runs.index, dtype=object))
+    if not varying:
+        runs["model"] = runs[MODEL_OPTIONS] = pd.Series(MISSING, index=runs.index, dtype=object)
+        return runs
+    runs[MODEL_OPTIONS] = [",".join(f"{c[len('params.model.'):]}={_short(v)}"
+                                    for c, v in zip(varying, row))
+                           for row in vals[varying].itertuples(index=False)]
+    # the overlay's label names the row where it stands for one set of options
+    label = (runs[LABEL].astype(str).where(runs[LABEL].notna(), MISSING) if LABEL in runs
+             else pd.Series(MISSING, index=runs.index, dtype=object)).replace("None", MISSING)
+    one = runs[MODEL_OPTIONS].groupby(label).transform("nunique") == 1
+    named = label != MISSING
+    runs["model"] = runs[MODEL_OPTIONS]
+    runs.loc[named & one, "model"] = label
+    runs.loc[named & ~one, "model"] = label + "(" + runs[MODEL_OPTIONS] + ")"
     return runs
+
+
+def model_legend(runs: pd.DataFrame, keys: Sequence[str]) -> str:
+    """Markdown: what each `model` row label stands for, where a label is not
+    its options spelled out (`linear`: encoder_hidden=[],...); '' otherwise."""
+    if "model" not in keys or MODEL_OPTIONS not in runs:
+        return ""
+    named = runs.loc[runs["model"] != runs[MODEL_OPTIONS], ["model", MODEL_OPTIONS]]
+    pairs = sorted(set(named.itertuples(index=False, name=None)), key=lambda p: natkey(p[0]))
+    if not pairs:
+        return ""
+    return ("Models (`model`, the label an experiment overlay gave it in `model.label`, and "
+            "the options that vary among the runs):\n\n"
+            + "".join(f"- `{m}`: {o}\n" for m, o in pairs) + "\n`-`: not set (the model's default).\n\n")
 
 
 def _short(value: str) -> str:

@@ -30,7 +30,7 @@ import pandas as pd
 
 from .aggregate import aggregate
 from .columns import legend
-from .format import fmt_column, md_table, metric_cells, sort_rows
+from .format import fmt_column, md_table, metric_cells, single_note, sort_rows
 
 CURVE_KEYS = ("val/elbo", "val/iwae", "cost/f_evals", "perf/wall_seconds", "perf/eval_seconds")
 BOUNDS = ("val/elbo", "val/iwae")
@@ -171,7 +171,8 @@ def budget_tables(runs: pd.DataFrame, curves: pd.DataFrame, by: Sequence[str],
         rows = [list(r) + [int(n)] + [c[i] for c in plain_cells + cells]
                 for i, (r, n) in enumerate(zip(agg[by].itertuples(index=False), agg["n"]))]
         header = by + ["n"] + plain + cols
-        text += [f"\n## {title}\n\n", md_table(header, rows), "\n", legend(header, runs)]
+        text += [f"\n## {title}\n\n", md_table(header, rows), single_note(agg, cols), "\n",
+                 legend(header, runs)]
     text.append("\n## Runs not at a budget\n\n")
     text.append(md_table(list(excluded.columns), excluded.astype(str).values.tolist())
                 if len(excluded) else "None: every run has a curve past its first evaluation "

@@ -125,8 +125,10 @@ COLUMNS: dict[str, Column] = {
     "variant": Column("estimator with the options that vary among its runs", "", "", "",
                       "e.g. reinforce(baseline=ema)"),
     "conditioning": Column("how the condition enters the model"),
-    "model": Column("model options", "", "", "",
-                    "the model.* options that vary among the runs (e.g. the hidden layers)"),
+    "model": Column("model", "", "", "",
+                    "the label an experiment overlay gave the model (`model.label`, e.g. "
+                    "`linear`; its options listed above), else the model.* options that "
+                    "vary among the runs (e.g. the hidden layers)"),
     "backbone": Column("model.backbone", "", "separate | shared", "",
                        "separate networks, or one shared base model"),
     "backbone_mode": Column("model.backbone_mode", "", "frozen | lora | full", "",

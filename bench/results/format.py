@@ -30,6 +30,9 @@ PLAIN_DIGITS = 3
 MAX_SPAN = PLAIN_DIGITS - 2  # decades a column may span and still share its decimal places
 MAX_PLACES = 6      # more decimals than this: scientific notation
 NO_INTERVAL = "n=1: no interval"
+# said once under a table (`single_note`), not in every one-run cell
+SINGLE_NOTE = ("A value without `±` comes from one run (one seed): it has no interval; "
+               "run more seeds (`seed=0,1,2`) for one.")
 
 
 def natkey(value) -> tuple:
@@ -135,8 +138,9 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def metric_cells(agg: pd.DataFrame, metric: str, spread: str = "ci95") -> list[str]:
     """The cells of one metric column of an `aggregate` frame: mean ± spread
     (`ci95` or `se`) where a cell has two runs or more, the column's one-run
-    means formatted together and marked NO_INTERVAL, `(n=k)` where only k of
-    the row's runs logged the metric, – where none did."""
+    values formatted together and left bare (`single_note` says once, under
+    the table, that they have no interval), `(n=k)` where only k of the row's
+    runs logged the metric, – where none did."""
     k = agg[f"{metric}.n"].astype(int).tolist()
     n = agg["n"].astype(int).tolist() if "n" in agg else k
     means, spreads = agg[f"{metric}.mean"].tolist(), agg[f"{metric}.{spread}"].tolist()
@@ -147,20 +151,27 @@ def metric_cells(agg: pd.DataFrame, metric: str, spread: str = "ci95") -> list[s
         if ki == 0:
             cells.append("–")
         elif ki == 1:
-            cells.append(f"{plain[i]} ({NO_INTERVAL})")
+            cells.append(plain[i] if ki == n[i] else f"{plain[i]} (n=1)")
         else:
             text = fmt(means[i], spreads[i])
             cells.append(text if ki == n[i] else f"{text} (n={ki})")
     return cells
 
 
+def single_note(agg: pd.DataFrame, metrics: Sequence[str]) -> str:
+    """SINGLE_NOTE as a paragraph where a cell of these metrics has one run, else ''."""
+    single = any((agg[f"{m}.n"] == 1).any() for m in metrics if f"{m}.n" in agg)
+    return f"\n{SINGLE_NOTE}\n" if single else ""
+
+
 def agg_markdown(agg: pd.DataFrame, by: Sequence[str], metrics: Sequence[str],
                  spread: str = "se") -> str:
-    """An `aggregate` frame as a markdown table: the keys, n, one column per metric."""
+    """An `aggregate` frame as a markdown table: the keys, n, one column per
+    metric; under it `single_note` where a cell has one run."""
     columns = [metric_cells(agg, m, spread) for m in metrics]
     rows = [[r[c] for c in by] + [int(r["n"])] + [col[i] for col in columns]
             for i, (_, r) in enumerate(agg.iterrows())]
-    return md_table(list(by) + ["n"] + list(metrics), rows)
+    return md_table(list(by) + ["n"] + list(metrics), rows) + single_note(agg, metrics)
 
 
 def write_csv(df: pd.DataFrame, path: Path) -> None:

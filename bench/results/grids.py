@@ -64,9 +64,16 @@ MAX_RUNS, COLS = 12, 4
 # magnify a grid to at least this width, by at most MAX_MAG: 28x28 MNIST grids
 # double; grids of 8x8 digits are already scaled up by models.samples
 MIN_PANEL_PX, MAX_MAG = 240, 4
-# px: label = three 9-point lines (variant on up to two); MIN_WIDTH fits the header lines
-GAP, LABEL_PX, HEADER_PX, MIN_WIDTH = 16, 54, 78, 760
+# px: label = three 9-point lines (variant on up to two); header = the title and
+# up to HEADER_LINES 9-point lines (how to read a panel on up to two, the note);
+# MIN_WIDTH fits the header lines
+GAP, LABEL_PX, MIN_WIDTH = 16, 54, 760
+TITLE_PX, LINE_PX, HEADER_LINES = 32, 17, 3
+HEADER_PX = TITLE_PX + LINE_PX * HEADER_LINES + 16
 CHAR_PX = 6.5                       # about the width of one 9-point character at DPI
+# the header's lines are wrapped at a wider estimate: a line that runs past the
+# canvas is clipped, one a little short costs nothing
+HEADER_CHAR_PX = 7.5
 LISTED = 10                         # left-out runs named in the status, then a count
 
 
@@ -125,12 +132,12 @@ def _compose(panels: list[tuple[object, int, np.ndarray]], label, title: str, ho
     cols = min(len(panels), COLS)
     left = (W - (cols * cell[1] + (cols + 1) * GAP)) // 2   # centre the panels
     fig = plt.figure(figsize=(W / DPI, H / DPI), dpi=DPI, facecolor="white")
-    chars = int(W / CHAR_PX)
+    chars = int((W - 2 * GAP) / HEADER_CHAR_PX)
     fig.text(0.5, 1 - 8 / H, title, ha="center", va="top", fontsize=12, weight="bold")
-    fig.text(0.5, 1 - 32 / H, textwrap.shorten(how, chars, placeholder=" ..."),
-             ha="center", va="top", fontsize=9)
-    fig.text(0.5, 1 - 52 / H, textwrap.shorten(note, chars, placeholder=" ..."),
-             ha="center", va="top", fontsize=9, color="0.3")
+    how = textwrap.wrap(how, chars, max_lines=HEADER_LINES - 1, placeholder=" ...")
+    for i, line in enumerate(how + [textwrap.shorten(note, chars, placeholder=" ...")]):
+        fig.text(0.5, 1 - (TITLE_PX + i * LINE_PX) / H, line, ha="center", va="top",
+                 fontsize=9, color="0.3" if i == len(how) else "black")
     for i, (run, step, img) in enumerate(panels):
         r, c = divmod(i, COLS)
         x0 = left + GAP + c * (cell[1] + GAP)

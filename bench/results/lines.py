@@ -31,6 +31,7 @@ from .plots import DPI, PNG_META, labels, n_range, plt
 
 SEP = " · "
 PLAIN = ("estimator", "variant", "conditioning", "model")   # values that read as they are
+Y_LABEL_CHARS = 36          # characters of an axis label along a 3.4-inch panel
 DASHES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2)), (0, (1, 3)))
 MARKERS_UP_TO = 30   # points per line; denser lines read better without markers
 
@@ -126,7 +127,9 @@ def draw_panels(data: pd.DataFrame, colours: dict, *, hue: str, legend: str, row
             if se is not None and np.isfinite(se).all():
                 ax.fill_between(x, mean - se, mean + se, color=colour, alpha=0.22, lw=0)
         ylab = y_label if isinstance(y_label, str) else y_label[c]
-        ax.set(title=titles(r, c) if titles else r, xlabel=x_label, ylabel=ylab)
+        # wrapped to the panel's height: a longer label runs into the title above
+        ax.set(title=titles(r, c) if titles else r, xlabel=x_label,
+               ylabel=textwrap.fill(ylab, Y_LABEL_CHARS))
         if log_x:
             ax.set_xscale("log")
     shown = sorted({k[2] for k in lines})
@@ -136,7 +139,7 @@ def draw_panels(data: pd.DataFrame, colours: dict, *, hue: str, legend: str, row
                frameon=False)
     width = int(4.6 * len(cols) * DPI / 7.5)  # characters of 11 points across the panels
     ns = [v[3] for v in lines.values()]
-    text = [title, "; ".join(t for t in (subtitle, band_note(ns, grid)) if t)]
+    text = [t for t in (title, subtitle, band_note(ns, grid)) if t]     # a line each
     fig.suptitle("\n".join(textwrap.fill(t, max(width, 70)) for t in text), fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI, metadata=PNG_META, bbox_inches="tight")

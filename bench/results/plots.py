@@ -159,7 +159,9 @@ def _collapse(runs, path: Path, colours: dict) -> tuple[Optional[Path], str]:
                         as_index=False)["y"].mean()
     return draw_panels(data, colours, hue=hue, legend=legend, row=panel, col="metric",
                        x_label=AXIS["free_bits"], y_label={m: AXIS[m] for m in metrics},
-                       title="Latent use against free bits", path=path)
+                       title="Latent use against free bits", path=path,
+                       # each panel names its metric: no label read as its neighbour's
+                       titles=lambda r, c: f"{r} · {c.split('/')[-1].replace('_', ' ')}")
 
 
 def write_figures(runs: pd.DataFrame, curves: pd.DataFrame, folder: Path,

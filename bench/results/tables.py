@@ -35,7 +35,8 @@ into --out:
     figures/*.png                (bench.results.plots)
 
 Cells are mean ± the half-width of the 95% confidence interval over runs
-(Student t, n−1 degrees of freedom; "n=1: no interval" for one run); the CSVs
+(Student t, n−1 degrees of freedom; a one-run cell holds its value alone, and
+one note under the table says so); the CSVs
 hold mean, se, ci95 and n per metric. Numbers follow one digit rule
 (bench.results.format); every table has a legend of its columns
 (bench.results.columns). Rows are grouped by task × estimator × conditioning,
@@ -65,7 +66,7 @@ import pandas as pd
 
 from ..config.schema import TrackingConf
 from .aggregate import (ALWAYS, IF_VARIED, KEY_ORDER, VARIANTS, add_settings,
-                        add_variants, aggregate, dedupe, group_keys)
+                        add_variants, aggregate, dedupe, group_keys, model_legend)
 from .budget import CURVE_KEYS as BUDGET_KEYS, budget_tables
 from .columns import legend
 from .format import agg_markdown, write_csv
@@ -90,9 +91,9 @@ SETTING = ("val/elbo", "val/kl", "collapse/active_units", "collapse/mutual_info"
 COMPARED = ("elbo", "grad", "collapse", "cost", "adherence")   # paired.md compares these
 OUTPUTS = COMPARED + ("collapse_by_setting", "paired", "budget")
 CELLS = ("Cells: mean ± half-width of the 95% confidence interval of the mean over runs "
-         "(Student t, n − 1 degrees of freedom); `n=1: no interval` where a cell has one run; "
-         "`(n=k)` where only k of the row's runs logged the metric; `–` where none did. The CSV "
-         "holds per metric mean, se (standard error), ci95 (that half-width) and n.\n\n")
+         "(Student t, n − 1 degrees of freedom); `(n=k)` where only k of the row's runs logged "
+         "the metric; `–` where none did. The CSV holds per metric mean, se (standard error), "
+         "ci95 (that half-width) and n.\n\n")
 
 
 def table_specs(finished: pd.DataFrame, by: list) -> dict[str, tuple[str, list, list]]:
@@ -142,7 +143,8 @@ def write_results(client, study: Study, out: Path) -> list[Path]:
         also = (f" Paired comparisons (`paired.md`): {resolved[name]}." if name in resolved else "")
         (out / f"{name}.md").write_text(
             f"# {title}\n\n{note}.{also}\n\n" + agg_markdown(agg, keys, metrics, "ci95")
-            + "\n" + CELLS + legend(list(keys) + ["n"] + metrics, finished))
+            + "\n" + CELLS + model_legend(finished, keys)
+            + legend(list(keys) + ["n"] + metrics, finished))
         write_csv(agg, out / f"{name}.csv")
         written += [out / f"{name}.md", out / f"{name}.csv"]
     (out / "paired.md").write_text(text)

@@ -7,7 +7,7 @@ pickled into jobs; the hand-off is.
 A sweep through `hydra/launcher=submitit_local` with Hydra's basic sweeper
 starts all its jobs at once unless `hydra.sweeper.max_batch_size` is set;
 with more jobs than cores they time-share the cores, and each then needs ~40%
-more CPU time (README, "SLURM"), so the callback prints how to batch them.
+more CPU time (docs/cluster.md, "SLURM (submitit)"), so the callback prints how to batch them.
 
 At the end of a multirun it prints the summary table (finished, failed,
 skipped), sets `sweep.finished`, `sweep.failed`, `sweep.skipped` (and

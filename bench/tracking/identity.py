@@ -20,9 +20,10 @@ LABEL_KEYS = ("estimator", "conditioning", "task", "latent", "kl", "free_bits",
               "free_bits_mode", "seed")
 # config keys that do not change what a run computes: left out of config_hash
 # (dotted: one key of a section; checkpoints say where and how often state is
-# saved, exact's rows_per_call into how many calls of f its sum is split)
+# saved, exact's rows_per_call into how many calls of f its sum is split,
+# model.label what the tables call the model)
 HASH_EXCLUDE = ("rerun", "progress", "mlflow", "hydra", "train.checkpoint_every",
-                "train.checkpoint_dir", "estimator.rows_per_call")
+                "train.checkpoint_dir", "estimator.rows_per_call", "model.label")
 # keys added after runs were stored, with the value that computes what runs did
 # before the key existed: at that value a key is left out of config_hash, so
 # stored runs keep their identity (and a rerun still finds them FINISHED)

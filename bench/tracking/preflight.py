@@ -13,7 +13,7 @@ store:
 - a multirun through Hydra's basic sweeper composes every job's config as the
   sweeper will (its own `validate_batch_is_legal` does the same) and exits 2
   when every job is invalid; when only some are, it names them and goes on,
-  and those jobs are recorded FAILED by the runner (README, "Reliability").
+  and those jobs are recorded FAILED by the runner (docs/running.md, "Reliability").
 
 Other sweepers (Optuna) choose their jobs as they go; their jobs are checked
 by the runner only.

@@ -29,7 +29,7 @@ without conditioning (Perez et al. 2018; zero-init as in x-transformers).
     models.conditioning.check("xattn", "image")      # ValueError naming the supported ones
 
 Another installed package adds a type through the entry-point group
-`discrete_latent_bench.conditioning` (README, "Adding a conditioning type").
+`discrete_latent_bench.conditioning` (docs/models.md, "Adding a conditioning type").
 """
 from __future__ import annotations
 

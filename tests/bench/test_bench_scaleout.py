@@ -9,7 +9,7 @@ the machine is shared.
 Why the batch size: submitit_local alone starts every job at once, and four
 training processes time-sharing two cores each needed ~40% more CPU time
 than one per core (6,000 steps: 17.9 user-s alone, 18.2-18.5 as a pair,
-25.7-25.9 four at once; README, "SLURM"), so the sweep ran no faster than the
+25.7-25.9 four at once; docs/cluster.md, "SLURM (submitit)"), so the sweep ran no faster than the
 basic launcher. With a batch per core the jobs run two by two.
 
 Job length decides the ratio. A process per job pays a fixed s ~ 3.5
