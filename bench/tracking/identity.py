@@ -26,7 +26,8 @@ HASH_EXCLUDE = ("rerun", "progress", "mlflow", "hydra", "train.checkpoint_every"
 # keys added after runs were stored, with the value that computes what runs did
 # before the key existed: at that value a key is left out of config_hash, so
 # stored runs keep their identity (and a rerun still finds them FINISHED)
-HASH_DEFAULTS = {"kl.form": "analytic", "eval.train_elbo_size": 0, "train.fused_adam": False}
+HASH_DEFAULTS = {"kl.form": "analytic", "eval.train_elbo_size": 0, "train.fused_adam": False,
+                 "eval.tsne_points": 1000}
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
