@@ -57,6 +57,7 @@ DEFAULT_K = 10                  # K of the default categorical latent
 @dataclass
 class ConvConfig:
     width: int = 16                    # channels at full resolution; 2 * width at H/2 and H/4
+    widths: Optional[list] = None      # channels at H, H/2, H/4 (three integers); None: from width
     n_blocks: int = 1                  # residual blocks per resolution (encoder and decoder)
     groups: int = 8                    # GroupNorm groups (the largest divisor of a width <= this)
     n_heads: int = 1                   # heads of the self-attention at the lowest resolution
@@ -73,6 +74,18 @@ class ConvConfig:
             check_range(key, getattr(self, key), 1, integer=True)
         check_choice("likelihood", self.likelihood, LIKELIHOODS)
         check_range("sigma", self.sigma, 0.0, lo_strict=True)
+        if self.widths is not None:
+            w = self.widths
+            if isinstance(w, (str, bytes)) or not hasattr(w, "__iter__") or len(list(w)) != 3 \
+                    or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in w):
+                raise ValueError(f"widths={w!r} is not valid; it must be three integers >= 1, the "
+                                 f"channels at full, half and quarter resolution (e.g. [32, 64, 128]), "
+                                 f"or null for (width, 2*width, 2*width)")
+            self.widths = list(w)
+
+    def level_widths(self) -> tuple[int, int, int]:
+        """Channels at H, H/2, H/4."""
+        return tuple(self.widths) if self.widths is not None else (self.width, 2 * self.width, 2 * self.width)
 
 
 def latent_map(task) -> tuple[int, int]:
@@ -103,7 +116,7 @@ class ConvCVAE(LatentModel):
         self.categorical = latent.estimator_kind == "categorical"
         self.z_channels = self._check_latent(task, latent, h * w)
         n_classes, E = task.spec["n_classes"], config.d_cond
-        widths = (config.width, 2 * config.width, 2 * config.width)
+        widths = config.level_widths()
         cond = cond_types.get(conditioning)
         enc_cond = cond if config.encoder_conditioned else None
         head_out = latent.K if self.categorical else 2 * self.z_channels
@@ -175,13 +188,19 @@ class ConvCVAE(LatentModel):
 
     def _decode(self, z: Tensor, labels: Tensor) -> Tensor:
         """Logits (S, B, P) for z (S, B, ...) and labels (B,)."""
+        return self.decode_embedded(z, self.dec_label(labels))
+
+    def decode_embedded(self, z: Tensor, emb: Tensor) -> Tensor:
+        """Logits (S, B, P) for z (S, B, ...) and decoder label embeddings emb (B, E):
+        any point of the embedding space, e.g. a blend of two classes' rows
+        (models.pictures.blend_grid); a class's own row gives that class."""
         S, B = z.shape[:2]
         code = self.drop_latent(z.reshape(S * B, -1), self.null_code, self.config.latent_dropout)
         if self.categorical:                                                     # (N, D*K) -> (N, K, h, w)
             zmap = code.view(S * B, *self.size, -1).permute(0, 3, 1, 2)
         else:                                                                    # (N, D) -> (N, C, h, w)
             zmap = code.view(S * B, self.z_channels, *self.size)
-        c = self.dec_label(labels).expand(S, B, -1).reshape(S * B, -1)           # (N, E)
+        c = emb.expand(S, B, -1).reshape(S * B, -1)                              # (N, E)
         out = self.decoder(self.dec_input(zmap, c), c)                           # (N, 1, H, W)
         return out.view(S, B, -1)
 

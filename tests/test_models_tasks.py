@@ -27,7 +27,7 @@ def test_digits_splits_fixed_by_seed_and_disjoint():
     assert torch.equal(a.split("val").x, b.split("val").x)
     assert not torch.equal(a.split("val").c, c.split("val").c)
     assert a.spec == {"n_pixels": 64, "shape": (8, 8), "n_classes": 10,
-                      "binarize": "static"}
+                      "binarize": "static", "class_names": tuple("0123456789")}
 
 
 def test_digits_read_directly_equal_sklearn_loader_without_importing_it():

@@ -10,7 +10,7 @@ import matplotlib.image as mpimg
 import pandas as pd
 import pytest
 
-from bench.results import plots
+from bench.results import grids, plots
 
 
 def study(estimators=("gumbel", "reinforce"), seeds=(0, 1), free_bits=(0.0, 0.5),
@@ -34,7 +34,7 @@ def study(estimators=("gumbel", "reinforce"), seeds=(0, 1), free_bits=(0.0, 0.5)
     return pd.DataFrame(runs), pd.DataFrame(curves)
 
 
-SAMPLE_GRIDS = ("samples_class", "samples_vary_class", "samples_reconstructions")
+SAMPLE_GRIDS = grids.FIGURES      # run artifacts (bench.results.grids)
 
 
 def test_every_figure_is_written_when_the_study_fills_it(tmp_path):

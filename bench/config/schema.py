@@ -112,6 +112,7 @@ class EvalConf:
     exact_max_configs: int = 4096  # grad/bias only when K^D <= this (categorical)
     samples: bool = False       # image tasks: gen/* metrics and PNG sample grids (artifacts) at every evaluation
     samples_per_class: int = 8  # generated images per class (gen/class_accuracy) and grid columns
+    tsne_points: int = 1000     # eval.samples: held-out images in the final evaluation's latent t-SNE
     classifier_steps: int = 400 # training steps of the cached adherence classifier (models.adherence)
 
 

@@ -190,6 +190,7 @@ def validate(cfg) -> None:
     _range("eval.train_elbo_size", e.train_elbo_size, 0, integer=True)
     _range("eval.grad_samples", e.grad_samples, 2, integer=True)
     _range("eval.grad_batch_size", e.grad_batch_size, 1, integer=True)
+    _range("eval.tsne_points", e.tsne_points, 5, integer=True)   # t-SNE needs a few more points than its 2 dimensions
     if cfg.threads is not None:
         _range("threads", cfg.threads, 1, integer=True)
     if cfg.device == "cuda":

@@ -1,7 +1,7 @@
 """Evaluation at fixed parameters: what `bench.job.train` logs every `train.eval_every` steps.
 
     ev = Evaluator(cfg, task, model, est, lam, mode)
-    ev(step, beta) -> {"val/elbo": ..., "grad/log10_var": ..., "collapse/...": ...}
+    ev(step, beta, final=False) -> {"val/elbo": ..., "grad/log10_var": ..., "collapse/...": ...}
 
 - val/*, collapse/*, latent/*   `models.evaluate` on the first `eval.batch_size`
               examples of `eval.split` (val, the default, or test; an
@@ -30,6 +30,11 @@
               evaluation writes PNG grids (class samples, fix z vary the class,
               reconstructions; models.samples) to a temporary folder and hands
               each to `artifact(path, "samples")` (MLflow log_artifact in a job).
+              The final evaluation (`final=True`, the run's last step) adds the
+              tutorial's pictures (models.pictures: interpolation within a
+              class, class blending, a t-SNE of the posterior means of the
+              first `eval.tsne_points` images of eval.split), written once
+              because the t-SNE alone costs seconds.
 
 Precision: plain fp32 whatever train.precision, TF32 included
 (bench.job.accel.plain_fp32).
@@ -48,7 +53,7 @@ import torch
 import estimators
 import models
 from estimators.exact import Exact
-from models import adherence, samples
+from models import adherence, pictures, samples
 from models.evaluate import single_sample_elbo
 from .accel import plain_fp32
 from .objective import objective
@@ -88,7 +93,7 @@ class Evaluator:
             if enumerable and not est.deterministic else None
         self.exact_is_self = enumerable and est.deterministic
 
-    def __call__(self, step: int, beta: float) -> dict[str, float]:
+    def __call__(self, step: int, beta: float, final: bool = False) -> dict[str, float]:
         devices = [self.device] if self.device.type == "cuda" else []
         out: dict[str, float] = {}
         was = self.model.training, self.est.training
@@ -102,7 +107,7 @@ class Evaluator:
                 if self.cfg.eval.grad_stats:
                     out.update(self.grad_stats(beta))
                 if self.samples:
-                    out.update(self.generated(step))
+                    out.update(self.generated(step, final))
         finally:
             self.model.train(was[0])
             self.est.train(was[1])
@@ -116,14 +121,14 @@ class Evaluator:
             out["trainset/elbo"] = single_sample_elbo(self.model, self.trainset)
         return {k: float(v) for k, v in out.items()}
 
-    def generated(self, step: int) -> dict[str, float]:
+    def generated(self, step: int, final: bool = False) -> dict[str, float]:
         """gen/* and the sample grids (module docstring). Their own seed: turning
         them on or off changes no other metric, and they do not depend on grad_stats."""
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.cfg.seed * 1_000_003 + step + 104_729)
-            return self._generated(step)
+            return self._generated(step, final)
 
-    def _generated(self, step: int) -> dict[str, float]:
+    def _generated(self, step: int, final: bool) -> dict[str, float]:
         e = self.cfg.eval
         if self.classifier is None:
             settings = adherence.ClassifierSettings(steps=e.classifier_steps, seed=self.cfg.seed)
@@ -133,8 +138,13 @@ class Evaluator:
                "gen/classifier_accuracy": self.classifier.accuracy}
         if self.artifact is not None:
             with tempfile.TemporaryDirectory() as folder:
-                for path in samples.write_grids(self.model, self.val, Path(folder), step,
-                                                n=e.samples_per_class):
+                paths = samples.write_grids(self.model, self.val, Path(folder), step,
+                                            n=e.samples_per_class)
+                if final:
+                    tsne = _first(self.task.split(self.cfg.eval.split), e.tsne_points)
+                    paths += pictures.write_pictures(self.model, self.val, tsne, Path(folder), step,
+                                                     n=e.samples_per_class, seed=self.cfg.seed)
+                for path in paths:
                     self.artifact(path, "samples")
         return out
 

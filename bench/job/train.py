@@ -258,7 +258,7 @@ class Trainer:
         metrics: dict[str, float] = {}
         t_eval = time.perf_counter()
         if step == 0 or step % cfg.train.eval_every == 0 or step == self.steps:
-            metrics.update(self.evaluator(step, self.beta(max(step - 1, 0))))
+            metrics.update(self.evaluator(step, self.beta(max(step - 1, 0)), final=step == self.steps))
             self.final = dict(metrics)
         if step == 0:           # what a frozen / LoRA backbone leaves to train
             params = list(self.model.parameters())

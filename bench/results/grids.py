@@ -9,6 +9,10 @@ under `samples/` as `step<7 digits>_<kind>.png` at every evaluation):
     samples_vary_class.png       fix z, vary the class (rows: one z each; columns: classes)
     samples_reconstructions.png  validation inputs above their reconstructions
 
+and, from the final evaluation (models.pictures, titled and labelled with
+class names): samples_named_class.png, samples_named_vary_class.png,
+samples_interpolation.png, samples_class_blend.png, latent_tsne.png
+
 one panel per run holding its last grid of that kind (highest step), labelled
 with estimator variant, conditioning, seed and step. Where the runs span
 several tasks, each kind is one figure per task, `samples_class_<task>.png`
@@ -58,6 +62,19 @@ KINDS = {
     "reconstructions": ("samples_reconstructions", "Reconstructions",
                         "top row: validation inputs; bottom row: their reconstructions "
                         "(z ~ q(z | x, class), mean images)"),
+    # the final evaluation's labelled pictures (models.pictures), one per run
+    "named_class_samples": ("samples_named_class", "Samples per class (fix the class, vary z)",
+                            "rows: classes by name; columns: independent draws z ~ p(z | class)"),
+    "named_vary_class": ("samples_named_vary_class", "Fix z, vary the class",
+                         "columns: one latent z each; rows: classes by name, decoded with that z"),
+    "interpolation": ("samples_interpolation", "Interpolation within a class",
+                      "rows: classes; a row decodes the straight line between the posterior means "
+                      "of two held-out images of that class"),
+    "class_blend": ("samples_class_blend", "Class blending",
+                    "rows: class pairs A -> B, one z per row; columns: label embedding "
+                    "(1 - alpha) e_A + alpha e_B"),
+    "latent_tsne": ("latent_tsne", "t-SNE of the posterior means",
+                    "held-out images coloured by class: mixed classes = z carries style, not class"),
 }
 FIGURES = tuple(name for name, _, _ in KINDS.values())
 MAX_RUNS, COLS = 12, 4
@@ -123,7 +140,7 @@ def latest_grids(client, run_id: str) -> dict[str, tuple[int, str]]:
 
 def _compose(panels: list[tuple[object, int, np.ndarray]], label, title: str, how: str,
              note: str, path: Path) -> Path:
-    """panels: (run, step, grey image); label(run, step, width) -> panel caption."""
+    """panels: (run, step, RGB image); label(run, step, width) -> panel caption."""
     h = max(img.shape[0] for _, _, img in panels)
     w = max(img.shape[1] for _, _, img in panels)
     mag = magnification(w)
@@ -142,11 +159,10 @@ def _compose(panels: list[tuple[object, int, np.ndarray]], label, title: str, ho
         r, c = divmod(i, COLS)
         x0 = left + GAP + c * (cell[1] + GAP)
         y0 = HEADER_PX + r * (LABEL_PX + cell[0] + GAP)          # from the top
-        big = np.kron(img, np.ones((mag, mag), dtype=img.dtype))
-        ih, iw = big.shape
+        big = np.kron(img, np.ones((mag, mag, 1), dtype=img.dtype))           # (ih, iw, 3)
+        ih, iw = big.shape[:2]
         xo, yo = x0 + (cell[1] - iw) // 2, y0 + LABEL_PX + (cell[0] - ih) // 2
-        rgb = np.repeat(big[:, :, None], 3, axis=2)
-        fig.figimage(rgb, xo=xo, yo=H - yo - ih, origin="upper")
+        fig.figimage(big, xo=xo, yo=H - yo - ih, origin="upper")
         # bottom-anchored: a two-line caption sits on its grid like a three-line one
         fig.text((x0 + cell[1] / 2) / W, 1 - (y0 + LABEL_PX - 3) / H,
                  label(run, step, cell[1] + GAP), ha="center", va="bottom", fontsize=9,
@@ -214,7 +230,7 @@ def _write_grids(client, runs: pd.DataFrame, folder: Path, max_runs: int,
                 dst = Path(tmp) / run["run_id"]
                 dst.mkdir(exist_ok=True)
                 local = retrying(client.download_artifacts, run["run_id"], art, str(dst))
-                panels.append((run, step, np.asarray(Image.open(local).convert("L"))))
+                panels.append((run, step, np.asarray(Image.open(local).convert("RGB"))))
             note = f"{len(panels)} of the {len(candidates)} run(s) with {MARKER} shown"
             status = f"drawn: {len(panels)} run(s)"
             if bare:

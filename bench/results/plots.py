@@ -53,7 +53,9 @@ CURVE_KEYS = ("val/elbo", "grad/log10_var", "cost/f_evals", "perf/wall_seconds",
               "perf/eval_seconds")
 FIGURES = ("elbo_curves", "grad_log10_var", "heatmap_val_elbo", "collapse_free_bits",
            "elbo_vs_f_evals", "elbo_vs_seconds",
-           "samples_class", "samples_vary_class", "samples_reconstructions")
+           "samples_class", "samples_vary_class", "samples_reconstructions",
+           "samples_named_class", "samples_named_vary_class", "samples_interpolation",
+           "samples_class_blend", "latent_tsne")
 PNG_META = {"Software": None}  # None drops the key: no matplotlib version in the file
 DPI = 110
 # words and units for every axis a figure draws

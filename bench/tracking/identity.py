@@ -28,7 +28,7 @@ HASH_EXCLUDE = ("rerun", "progress", "mlflow", "hydra", "train.checkpoint_every"
 # before the key existed: at that value a key is left out of config_hash, so
 # stored runs keep their identity (and a rerun still finds them FINISHED)
 HASH_DEFAULTS = {"kl.form": "analytic", "eval.train_elbo_size": 0, "train.fused_adam": False,
-                 "train.estimator_beta1": 0.9}
+                 "train.estimator_beta1": 0.9, "eval.tsne_points": 1000}
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -3,7 +3,7 @@ found where Debian's `dataset-fashion-mnist` puts it unless `data_dir` says othe
 
 Batch: x (B, P) float pixels in {0, 1} (binarised) or [0, 1] (binarize=none);
 c (B,) long class label; truth None.
-spec:  n_pixels P, shape (H, W), n_classes.
+spec:  n_pixels P, shape (H, W), n_classes, class_names (figure labels; indices where unnamed).
 
 Binarisation (grey levels scaled to [0, 1] first):
   static  + threshold t   x = 1[p > t]                       (deterministic)
@@ -38,6 +38,9 @@ BINARIZE = ("static", "dynamic", "none")
 # full MNIST, so `mnist` keeps a project-relative default)
 DEFAULT_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist", "mnist": "data/mnist"}
 INSTALL = {"fashion_mnist": "apt-get install dataset-fashion-mnist"}
+# label names for figures (spec["class_names"]); a task without them is labelled by index
+CLASS_NAMES = {"fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                 "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")}
 
 # the standard file names; each may also be present gzipped (name + ".gz")
 IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -56,7 +59,8 @@ def _bernoulli(batch: Batch, generator: Optional[torch.Generator]) -> Batch:
 
 
 def image_task(name: str, pixels: Tensor, labels: Tensor, splits: dict[str, Tensor], shape: tuple,
-               binarize: str, threshold: Optional[float], device, seed: int, n_classes: int) -> Task:
+               binarize: str, threshold: Optional[float], device, seed: int, n_classes: int,
+               class_names: Optional[tuple] = None) -> Task:
     """Assemble a Task from grey levels (N, P) in [0, 1] and labels (N,), split by index."""
     check_binarize(binarize, threshold)
     transform = None
@@ -69,7 +73,8 @@ def image_task(name: str, pixels: Tensor, labels: Tensor, splits: dict[str, Tens
         transform = _bernoulli
     data = {k: Batch(pixels[idx], labels[idx], None) for k, idx in splits.items()}
     spec = {"n_pixels": pixels.shape[1], "shape": tuple(shape),
-            "n_classes": n_classes, "binarize": binarize}
+            "n_classes": n_classes, "binarize": binarize,
+            "class_names": tuple(class_names or (str(i) for i in range(n_classes)))}
     return Task(name, "image", spec, data, device=device, seed=seed, transform=transform)
 
 
@@ -162,7 +167,8 @@ def _idx_task(dataset: str, data_dir, device, seed, binarize, threshold, val_siz
               "test": test}
     n_classes = int(labels.max()) + 1
     return image_task(dataset, pixels, labels, splits, shape, binarize,
-                      threshold if binarize == "static" else None, device, seed, n_classes)
+                      threshold if binarize == "static" else None, device, seed, n_classes,
+                      CLASS_NAMES.get(dataset))
 
 
 def _idx_loader(dataset: str, doc: str):
