@@ -59,6 +59,7 @@ class Arms(copulas.CopulaEstimator):
     """ARMS (Dimitriev & Zhou 2021) for Bernoulli latents (K = 2)."""
 
     name = "arms"
+
     def check_latent(self, D: int, K: int) -> None:
         if K != 2:
             raise ValueError(f"arms: latent.K={K} is not valid; ARMS is for Bernoulli "

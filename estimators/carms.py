@@ -31,6 +31,7 @@ Axis legend: n samples, B batch, D latent variables, K categories, O orders.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Optional
 
@@ -42,6 +43,7 @@ from . import copulas
 from .base import Estimate, Fn, register
 
 
+@functools.lru_cache(maxsize=16)
 def orders(K: int, device) -> Tensor:
     """(O, K) category at each rank: one order per pair i < j, i first, j last."""
     rows = [[i, *[c for c in range(K) if c not in (i, j)], j]
@@ -86,6 +88,7 @@ class Carms(copulas.CopulaEstimator):
     categorical latents (any K >= 2)."""
 
     name = "carms"
+
     def estimate(self, logits: Tensor, f: Fn, context: Optional[Tensor]) -> Estimate:
         n = self.n_samples
         K = logits.shape[-1]
