@@ -74,6 +74,10 @@ BIASED = [
     ("gumbel", dict(tau=1.0, hard=False)),
     ("gumbel", dict(tau=1.0, hard=True)),
     ("gumbel", dict(tau=0.5, hard=True)),
+    ("gst", dict()),
+    ("gst", dict(gap="p")),
+    ("decoupled_st", dict(tau_forward=1.0, tau_backward=2.0)),
+    ("decoupled_st", dict(tau_forward=2.0, tau_backward=1.0)),
 ]
 
 
