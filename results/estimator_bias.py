@@ -39,6 +39,10 @@ VARIANTS = {
     "gumbel": [dict(hard=True)],
     "reinforce": [dict(baseline="none", n_samples=1)],
     "reinmax": [dict(tau=1.5)],   # the authors' MNIST-VAE temperature
+    "double_cv": [dict(slope="mean")],   # the Taylor slope at E_q[z] (one more point)
+    "gst": [dict(gap="p")],       # GST-p, the probability-dependent gap
+    # each temperature moved on its own: backward dispersion, forward exploration
+    "decoupled_st": [dict(tau_backward=0.5), dict(tau_forward=0.5)],
 }
 OUT = ROOT / "results"
 
