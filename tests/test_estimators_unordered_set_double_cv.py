@@ -242,3 +242,39 @@ def test_unordered_set_refuses_more_samples_than_outcomes():
     with pytest.raises(ValueError, match="latent.D=2, latent.K=2"):
         est.check_latent(2, 2)
     est.check_latent(3, 2)
+
+
+def authors_double_cv_bernoulli(b, f_b, grad_b, theta, alpha):
+    """The authors' Bernoulli double_cv gradient in the logit eta (Titsias &
+    Shi's grad_type='double_cv', general-n branch), re-read: f_b (n, B),
+    b and grad_b = d f / d b (n, B, D), theta = sigmoid(eta) (B, D)."""
+    n = b.shape[0]
+    loo = lambda v: (v.sum(0) - v) / (n - 1)                       # noqa: E731
+    cv = alpha * ((b - theta) * loo(grad_b)).sum(-1)                # (n, B)
+    loo_vr = loo(f_b + cv)
+    return (((f_b - loo_vr + cv)[..., None] * (b - theta)).mean(0)
+            - alpha * grad_b.mean(0) * theta * (1 - theta))
+
+
+def test_double_cv_matches_the_authors_bernoulli_formula_on_the_same_samples():
+    """K = 2, f without a pathwise path to the logits: the gradient in
+    a = l_1 - l_0 equals the authors' formula at the same draws (their alpha
+    scales the control variate with the opposite sign)."""
+    torch.manual_seed(0)
+    B, D, n, alpha = 5, 4, 3, 0.75      # exact in float32, where the parameter is made
+    logits = torch.randn(B, D, 2, dtype=DTYPE, requires_grad=True)
+    w, t = torch.randn(D, dtype=DTYPE), torch.randn(B, dtype=DTYPE)
+    seen = []
+
+    def f(z):                                                       # (n, B, D, 2) -> (n, B)
+        seen.append(z)
+        return -((z[..., 1] * w).sum(-1) - t) ** 2
+    est = estimators.build("double_cv", n_samples=n, alpha=-alpha, learn_alpha=False).to(DTYPE)
+    (g,) = torch.autograd.grad(est(logits, f).loss, logits)
+    b = seen[0][..., 1].detach().requires_grad_()
+    f_b = f(b.unsqueeze(-1) * torch.tensor([-1.0, 1.0], dtype=DTYPE) + torch.tensor([1.0, 0.0], dtype=DTYPE))
+    (grad_b,) = torch.autograd.grad(f_b.sum(), b)
+    theta = torch.sigmoid(logits[..., 1] - logits[..., 0]).detach()
+    want = authors_double_cv_bernoulli(b.detach(), f_b.detach(), grad_b, theta, alpha)
+    assert torch.allclose(-B * g[..., 1], want, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(-B * g[..., 0], -want, rtol=1e-10, atol=1e-12)
