@@ -158,12 +158,10 @@ class UnorderedSet(Estimator):
                              f"use n_samples <= {K ** D} or a larger latent")
 
     def estimate(self, logits: Tensor, f: Fn, context: Optional[Tensor]) -> Estimate:
-        B, D, K = logits.shape
-        self.check_latent(D, K)
-        k = self.n_samples
+        self.check_latent(*logits.shape[1:])
         logp = log_softmax(logits)                                        # (B, D, K)
-        cats = sample_without_replacement(logp.detach(), k)               # (k, B, D)
-        z = F.one_hot(cats, K).to(logits.dtype)                           # (k, B, D, K)
+        cats = sample_without_replacement(logp.detach(), self.n_samples)  # (k, B, D)
+        z = F.one_hot(cats, logits.shape[-1]).to(logits.dtype)            # (k, B, D, K)
         f_z = f(z)                                                        # (k, B)
         logq = log_prob_from(logp, z)                                     # (k, B)
         with torch.no_grad():

@@ -11,7 +11,7 @@ import estimators
 import estimators.disarm as disarm_mod
 import estimators.indecater as indecater_mod
 from estimators.sampling import sample_one_hot
-from tests.problems import DTYPE, Z_MAX, Problem, z_scores
+from tests.problems import Z_MAX, Problem, check_unbiased, max_abs_z
 
 R = 20_000
 
@@ -26,18 +26,10 @@ CORRECT = [
 ]
 
 
-def max_abs_z(est, shape, seed=0):
-    torch.manual_seed(seed)
-    problem = Problem.make(**shape)
-    return z_scores(problem.estimates(est.to(DTYPE), R), problem.exact()).abs().max().item()
-
-
 @pytest.mark.parametrize("name,opts,shape", CORRECT,
                          ids=[f"{n}-{o}-K{s['K']}" for n, o, s in CORRECT])
 def test_unbiased_against_exact(name, opts, shape):
-    z = max_abs_z(estimators.build(name, **opts), shape)
-    print(f"\n{name} {opts} K={shape['K']}: max |z| = {z:.2f}")
-    assert z < Z_MAX
+    check_unbiased(name, opts, shape)
 
 
 # -- broken variants: the same test catches them ----------------------------

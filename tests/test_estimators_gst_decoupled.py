@@ -5,7 +5,6 @@ straight-through Gumbel-softmax, the forward sample's distribution, cost,
 dtypes, options and configs. (Their bias is measured in
 test_estimators_biased.py and results/estimator_bias.py.)"""
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import torch
@@ -86,22 +85,6 @@ def test_decoupled_forward_samples_from_the_tempered_distribution():
     freq = seen[0][:, 0, 0].mean(0)
     want = (logits[0, 0] / 2.5).softmax(-1)
     assert ((freq - want).abs() / (want * (1 - want) / 20_000).sqrt()).max() < Z_MAX
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_f_called_once_on_the_hard_samples(name):
-    est = estimators.build(name, n_samples=3)
-    logits = torch.randn(2, 4, 3, requires_grad=True)
-    calls = []
-
-    def f(z):
-        calls.append(z.detach())
-        return -(z ** 2).sum((-1, -2))
-    est(logits, f).loss.backward()
-    assert len(calls) == 1 and calls[0].shape == (3, 2, 4, 3) and est.f_evaluations(4, 3) == 3
-    z = calls[0]
-    assert torch.equal(z.sum(-1), torch.ones(3, 2, 4)) and torch.equal(z, z.round())
-    assert logits.grad is not None and torch.isfinite(logits.grad).all()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -15,7 +15,7 @@ import torch
 import estimators
 import estimators.double_cv as dcv_mod
 import estimators.unordered_set as us_mod
-from tests.problems import DTYPE, Z_MAX, Problem, z_scores
+from tests.problems import DTYPE, Z_MAX, Problem, check_unbiased, max_abs_z, points_seen
 
 R = 20_000
 
@@ -32,18 +32,10 @@ CORRECT = [
 ]
 
 
-def max_abs_z(est, shape, seed=0):
-    torch.manual_seed(seed)
-    problem = Problem.make(**shape)
-    return z_scores(problem.estimates(est.to(DTYPE), R), problem.exact()).abs().max().item()
-
-
 @pytest.mark.parametrize("name,opts,shape", CORRECT,
                          ids=[f"{n}-{o}-K{s['K']}" for n, o, s in CORRECT])
 def test_unbiased_against_exact(name, opts, shape):
-    z = max_abs_z(estimators.build(name, **opts), shape)
-    print(f"\n{name} {opts} K={shape['K']}: max |z| = {z:.2f}")
-    assert z < Z_MAX
+    check_unbiased(name, opts, shape)
 
 
 # -- the unordered set estimator, exactly --------------------------------------
@@ -170,13 +162,7 @@ def test_broken_variants_fail_the_same_test(broken, shape):
                                               ("double_cv", dict(slope="mean"), 4)])
 def test_f_called_once(name, opts, points):
     est = estimators.build(name, n_samples=3, **opts)
-    logits = torch.randn(2, 4, 3, requires_grad=True)
-    calls = []
-
-    def f(z):
-        calls.append(z.detach())
-        return -(z ** 2).sum((-1, -2))
-    est(logits, f).loss.backward()
+    calls, _ = points_seen(est)
     assert len(calls) == 1 and calls[0].shape == (points, 2, 4, 3)
     assert est.f_evaluations(4, 3) == points
     if name == "unordered_set":                  # distinct joint outcomes
