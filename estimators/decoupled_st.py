@@ -16,6 +16,11 @@ estimator is straight-through Gumbel-softmax at temperature tau_backward
 from a tempered q, so E f is then taken under a distribution other than q
 (part of the bias this estimator is measured for). The backward relaxation
 takes the same point x, so its argmax is the forward sample, as in ST-GS.
+Reading of the paper: the hard sample argmax((log q + g) / tau) does not
+depend on tau, so a forward temperature that changes anything must change
+the distribution the sample is drawn from, which is what the paper's
+"forward-pass stochasticity" knob does here; we had no authors' code to
+check this against.
 Biased; one evaluation of f per sample.
 
 Axis legend: S samples, B batch, D latent variables, K categories.
