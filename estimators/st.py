@@ -21,11 +21,12 @@ from .base import Estimate, Estimator, Fn, register
 from .sampling import softmax, sample_one_hot
 
 
-def check_tau(name: str, tau) -> float:
-    """tau must be a finite number > 0 (shared by the straight-through family)."""
+def check_tau(name: str, tau, key: str = "tau") -> float:
+    """A temperature (option `key`) must be a finite number > 0 (shared by the
+    straight-through family)."""
     ok = isinstance(tau, (int, float)) and not isinstance(tau, bool)
     if not ok or not 0 < float(tau) < float("inf"):
-        raise ValueError(f"{name}: tau={tau!r} is not valid; it must be a finite number > 0")
+        raise ValueError(f"{name}: {key}={tau!r} is not valid; it must be a finite number > 0")
     return float(tau)
 
 

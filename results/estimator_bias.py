@@ -41,6 +41,10 @@ VARIANTS = {
     "reinmax": [dict(tau=1.5)],   # the authors' MNIST-VAE temperature
     "arms": [dict(copula="gaussian")],
     "carms": [dict(copula="gaussian")],
+    "double_cv": [dict(slope="mean")],   # the Taylor slope at E_q[z] (one more point)
+    "gst": [dict(gap="p")],       # GST-p, the probability-dependent gap
+    # each temperature moved on its own: backward dispersion, forward exploration
+    "decoupled_st": [dict(tau_backward=0.5), dict(tau_forward=0.5)],
 }
 OUT = ROOT / "results"
 

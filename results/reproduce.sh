@@ -115,8 +115,8 @@ fi
 RELAX_PAPER="estimator=relax estimator.use_f=true estimator.eta_scales_net=true estimator.net_input=perturbed estimator.hidden=137 estimator.layers=1 estimator.activation=leaky_relu estimator.tau=0.1 estimator.eta=1.0 model.context=input train.estimator_beta1=0.999"
 REBAR_PAPER="estimator=rebar estimator.relaxation=muprop estimator.eta_bound=true"
 binary() {  # experiment, seeds, extra overrides (steps, task, ...), sweep folder stem
-  run experiment=$1 seed=$2 $3 $PAR estimator=disarm,gumbel,st,reinmax,gumbel_rao hydra.sweep.dir=$4
-  run experiment=$1 seed=$2 $3 $PAR estimator=reinforce,vimco,arms,carms ++estimator.n_samples=2 hydra.sweep.dir=$4-multi
+  run experiment=$1 seed=$2 $3 $PAR estimator=disarm,gumbel,st,reinmax,gumbel_rao,gst,decoupled_st hydra.sweep.dir=$4
+  run experiment=$1 seed=$2 $3 $PAR estimator=reinforce,vimco,arms,carms,unordered_set,double_cv ++estimator.n_samples=2 hydra.sweep.dir=$4-multi
   run experiment=$1 seed=$2 $3 $PAR $RELAX_PAPER hydra.sweep.dir=$4-relax
   run experiment=$1 seed=$2 $3 $PAR $REBAR_PAPER hydra.sweep.dir=$4-rebar
 }
@@ -150,10 +150,10 @@ if has fashion_binary; then  # opt-in: DisARM's binary VAEs on full Fashion-MNIS
   FM="task=fashion_mnist"
   TS=${FASHION_TUNE_STEPS:-3000}
   TUNE="$FM task.val_size=5000 eval.split=val eval.batch_size=5000 eval.iwae_samples=1 eval.grad_stats=false eval.train_elbo_size=0 train.steps=$TS train.eval_every=$TS train.log_every=500 seed=0 mlflow.experiment=disarm-fashion-tuning"
-  VARIANTS="disarm gumbel reinforce vimco relax rebar arms carms"
+  VARIANTS="disarm gumbel reinforce vimco relax rebar arms carms unordered_set double_cv gst decoupled_st"
   variant() {  # the estimator overrides of a variant of VARIANTS
     case $1 in
-      reinforce|vimco|arms|carms) echo "estimator=$1 estimator.n_samples=2" ;;
+      reinforce|vimco|arms|carms|unordered_set|double_cv) echo "estimator=$1 estimator.n_samples=2" ;;
       relax) echo "$RELAX_PAPER" ;;
       rebar) echo "$REBAR_PAPER" ;;
       *) echo "estimator=$1" ;;
@@ -194,10 +194,16 @@ if has reinmax; then  # opt-in: the ReinMax 8x4 VAE, each estimator at the lr an
   run $R estimator=st estimator.tau=1.3 train.lr=1e-3 hydra.sweep.dir=results/.work/reinmax-st
   run $R estimator=gumbel estimator.hard=true estimator.tau=0.5 train.lr=3e-4 hydra.sweep.dir=results/.work/reinmax-stgs
   run $R estimator=gumbel_rao estimator.tau=0.5 train.lr=5e-4 hydra.sweep.dir=results/.work/reinmax-grmck
-  # the unbiased multi-sample ones, not in the paper's table: the experiment's lr, 4
-  # evaluations of f each (CARMS 4 samples, categorical DisARM 2 pairs)
+  # not in the paper's table: its default lr, the estimators' own defaults. The
+  # multi-sample ones: CARMS (4 samples) and categorical DisARM (2 pairs) at 2,000 steps
+  # (4 evaluations of f each); unordered_set and double_cv (2 samples) at the single-sample
+  # runs' f-evaluations; budget.md compares all at equal f-evaluations
   run $R '~estimator.tau' estimator=carms estimator.n_samples=4 train.lr=5e-4 hydra.sweep.dir=results/.work/reinmax-carms
   run $R '~estimator.tau' estimator=disarm estimator.n_pairs=2 train.lr=5e-4 hydra.sweep.dir=results/.work/reinmax-disarm
+  run $R estimator=gst estimator.tau=1.0 train.lr=5e-4 hydra.sweep.dir=results/.work/reinmax-gst
+  run $R estimator=decoupled_st '~estimator.tau' train.lr=5e-4 hydra.sweep.dir=results/.work/reinmax-decoupled_st
+  run $R estimator=unordered_set,double_cv '~estimator.tau' estimator.n_samples=2 train.lr=5e-4 \
+      train.f_evals=${REINMAX_STEPS:-2000} hydra.sweep.dir=results/.work/reinmax-multi
   python -m bench.tables --experiment reinmax_vae --out results/reinmax
 fi
 

@@ -75,3 +75,33 @@ def z_scores(draws: Tensor, exact: Tensor) -> Tensor:
 # false-alarm rate below P * 6.8e-6 (about 2e-4 for P = 24) for a correct
 # estimator, while a biased one at R = 20,000 draws shows |z| in the tens.
 Z_MAX = 4.5
+
+
+def max_abs_z(est, shape: dict, R: int = 20_000, seed: int = 0) -> float:
+    """Largest |z| of R estimates by `est` (float64) against the exact
+    gradient of Problem.make(**shape), noise seeded with `seed`."""
+    torch.manual_seed(seed)
+    problem = Problem.make(**shape)
+    return z_scores(problem.estimates(est.to(DTYPE), R), problem.exact()).abs().max().item()
+
+
+def points_seen(est, shape=(2, 4, 3)) -> tuple[list, Tensor]:
+    """The z of every call of f during one estimate and its backward pass, on
+    random logits of `shape` with f(z) = -|z|^2; and the logits."""
+    logits = torch.randn(*shape, requires_grad=True)
+    calls = []
+
+    def f(z):
+        calls.append(z.detach())
+        return -(z ** 2).sum((-1, -2))
+    est(logits, f).loss.backward()
+    return calls, logits
+
+
+def check_unbiased(name: str, opts: dict, shape: dict) -> None:
+    """estimators.build(name, **opts) passes the z-test against the exact
+    gradient on Problem.make(**shape) (max |z| printed, asserted < Z_MAX)."""
+    z = max_abs_z(estimators.build(name, **opts), shape)
+    print(f"\n{name} {opts} K={shape['K']}: max |z| = {z:.2f}")
+    assert z < Z_MAX
+

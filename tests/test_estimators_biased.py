@@ -14,7 +14,7 @@ from estimators.base import Estimate
 from estimators.gumbel_rao import GumbelRao
 from estimators.exact import all_configs
 from estimators.sampling import conditional_perturbed, log_prob, relaxed, sample_one_hot
-from tests.problems import DTYPE, Z_MAX, Problem, z_scores
+from tests.problems import DTYPE, Z_MAX, Problem, points_seen, z_scores
 
 R = 20_000
 NEW = ["st", "reinmax", "gumbel_rao"]
@@ -74,6 +74,10 @@ BIASED = [
     ("gumbel", dict(tau=1.0, hard=False)),
     ("gumbel", dict(tau=1.0, hard=True)),
     ("gumbel", dict(tau=0.5, hard=True)),
+    ("gst", dict()),
+    ("gst", dict(gap="p")),
+    ("decoupled_st", dict(tau_forward=1.0, tau_backward=2.0)),
+    ("decoupled_st", dict(tau_forward=2.0, tau_backward=1.0)),
 ]
 
 
@@ -236,16 +240,11 @@ def test_gumbel_rao_same_mean_lower_variance(tau):
 
 # -- cost, dtypes, options, configs ---------------------------------------------
 
-@pytest.mark.parametrize("name", NEW)
+@pytest.mark.parametrize("name", NEW + ["gst", "decoupled_st"])
 def test_f_called_once_on_the_hard_samples(name):
     est = estimators.build(name, n_samples=3)
-    logits = torch.randn(2, 4, 3, requires_grad=True)
-    calls = []
-
-    def f(z):
-        calls.append(z.detach())
-        return -(z ** 2).sum((-1, -2))
-    est(logits, f).loss.backward()
+    calls, logits = points_seen(est)
+    assert torch.isfinite(logits.grad).all()
     assert len(calls) == 1 and calls[0].shape == (3, 2, 4, 3) and est.f_evaluations(4, 3) == 3
     z = calls[0]
     assert torch.equal(z.sum(-1), torch.ones(3, 2, 4)) and torch.equal(z, z.round())  # one-hot

@@ -12,7 +12,7 @@ import estimators.disarm as disarm_mod
 import estimators.disarm_categorical as coupled_mod
 import estimators.indecater as indecater_mod
 from estimators.sampling import sample_one_hot
-from tests.problems import DTYPE, Z_MAX, Problem, z_scores
+from tests.problems import Z_MAX, Problem, check_unbiased, max_abs_z
 
 R = 20_000
 
@@ -30,20 +30,8 @@ CORRECT = [
 ]
 
 
-def max_abs_z(est, shape, seed=0):
-    torch.manual_seed(seed)
-    problem = Problem.make(**shape)
-    return z_scores(problem.estimates(est.to(DTYPE), R), problem.exact()).abs().max().item()
-
-
 def case_ids(cases):
     return [f"{n}-{o}-K{s['K']}" for n, o, s in cases]
-
-
-def check_unbiased(name, opts, shape):
-    z = max_abs_z(estimators.build(name, **opts), shape)
-    print(f"\n{name} {opts} K={shape['K']}: max |z| = {z:.2f}")
-    assert z < Z_MAX
 
 
 @pytest.mark.parametrize("name,opts,shape", CORRECT, ids=case_ids(CORRECT))

@@ -64,7 +64,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 import estimators
-from tests.bench import hand, hand_antithetic
+from tests.bench import hand, hand_antithetic, hand_recent
 from tests.bench.hand import B, LR, Net, State
 
 CAT = [(1, 10), (8, 4)]                 # (D, K): one latent of K = 10, eight of K = 4
@@ -101,6 +101,11 @@ def _carms(D, K):
 def _indecater(D, K):
     return dict(S=1, which=torch.eye(D).view(1, D, 1, 1, D, 1),
                 value=torch.eye(K).view(1, 1, K, 1, 1, K))
+
+
+def _double_cv(D, K):
+    alpha = nn.Parameter(torch.tensor(1.0))
+    return dict(S=4, alpha=alpha, own=[alpha])
 
 
 @dataclass
@@ -147,6 +152,12 @@ CASES: dict[str, Case] = {
     "indecater": Case("indecater", {}, hand.indecater, _indecater),
     "rebar": Case("rebar", {}, hand.rebar, _rebar),
     "relax": Case("relax", {}, hand.relax, _relax),
+    "unordered_set k=4": Case("unordered_set", dict(n_samples=4), hand_recent.unordered_set,
+                              lambda D, K: dict(S=4)),
+    "double_cv S=4": Case("double_cv", dict(n_samples=4), hand_recent.double_cv, _double_cv),
+    "gst": Case("gst", {}, hand_recent.gst, lambda D, K: dict(S=1, tau=1.0, gap=1.0)),
+    "decoupled_st": Case("decoupled_st", dict(tau_forward=0.5, tau_backward=2.0),
+                         hand_recent.decoupled_st, lambda D, K: dict(S=1, tau_f=0.5, tau_b=2.0)),
     "reparam": Case("reparam", {}, hand.reparam, lambda D, K: dict(S=1)),
     "reinforce_gaussian loo S=4": Case("reinforce_gaussian", dict(baseline="loo", n_samples=4),
                                        hand.reinforce_gaussian, lambda D, K: dict(S=4)),
