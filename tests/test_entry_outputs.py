@@ -51,3 +51,11 @@ def test_a_sweep_job_has_its_own_run_log(tmp_path):
     (log,) = (tmp_path / "multirun").glob("*/*/0/run.log")
     text = log.read_text()
     assert "step 10: val/elbo=" in text and "FINISHED" in text
+
+
+def test_a_failed_run_logs_why_in_run_log(tmp_path):
+    out = _bench_run(tmp_path, "train.steps=20", "debug.nan_at_step=5", "eval.grad_stats=false")
+    assert out.returncode == 1
+    (log,) = (tmp_path / "outputs").glob("*/*/run.log")
+    text = log.read_text()
+    assert "FAILED: NonFiniteError" in text and "Traceback" in text
