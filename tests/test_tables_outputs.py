@@ -11,6 +11,7 @@ from scipy import stats as sps
 
 from bench.results import tables
 from bench.results.format import SINGLE_NOTE
+from bench.results.paired import ONE_PAIR
 from bench.results.store import load_study
 from tests.test_tables_store import EXP, fresh_store, job, make_sweep
 
@@ -127,5 +128,8 @@ def test_model_rows_are_named_by_the_overlays_label(tmp_path):
             "encoder_hidden=[200, 200]") in md
     assert "| digits | activation=" not in md and "no interval)" not in md
     assert md.count(SINGLE_NOTE) == 1
+    paired = (out / "paired.md").read_text()       # disarm − gumbel per model: one seed each
+    assert "| digits | linear | concat | disarm − gumbel | 1 | 0 | -2 |" in paired
+    assert ONE_PAIR in paired and "no interval)" not in paired
     assert list(pd.read_csv(out / "elbo.csv")["model"]) == ["linear", "linear",
                                                             "nonlinear", "nonlinear"]

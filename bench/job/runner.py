@@ -85,6 +85,7 @@ _EXIT_HOOKED = False
 # the run's log lines: Hydra's job logging sends this logger to run.log only
 # (conf/config.yaml, hydra.job_logging), the console gets them from print
 LOG = logging.getLogger("bench")
+LOG.addHandler(logging.NullHandler())   # outside Hydra (tests, notebooks) print alone says it
 SHOWN = ("val/elbo", "val/iwae", "val/kl")     # the headline values of an evaluation
 
 
@@ -365,6 +366,8 @@ def _train_run(cfg, c, uri: str, run_id: str, tags: dict, multirun: bool, job_nu
         shown = "  ".join(f"{k}={result[k]:.3f}" for k in SHOWN if k in result)
         _say(f"[bench] run {run_id} FINISHED: {shown}\n[bench] store {uri}, experiment "
              f"{cfg.mlflow.experiment!r}: mlflow ui --backend-store-uri {uri}")
+    else:                           # the summary table is the sweep's; run.log is the job's
+        LOG.info("run %s FINISHED", run_id)
     if trainer.stopped is not None:     # a stop signal during the last step's logging
         CK.chain(*trainer.stopped)
     return result.get("val/elbo", math.nan)

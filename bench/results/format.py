@@ -29,7 +29,6 @@ SPREAD_DIGITS = 2
 PLAIN_DIGITS = 3
 MAX_SPAN = PLAIN_DIGITS - 2  # decades a column may span and still share its decimal places
 MAX_PLACES = 6      # more decimals than this: scientific notation
-NO_INTERVAL = "n=1: no interval"
 # said once under a table (`single_note`), not in every one-run cell
 SINGLE_NOTE = ("A value without `±` comes from one run (one seed): it has no interval; "
                "run more seeds (`seed=0,1,2`) for one.")

@@ -19,7 +19,7 @@ import pandas as pd
 
 from .aggregate import compared
 from .columns import COLUMNS, legend
-from .format import NO_INTERVAL, fmt, fmt_p, fmt_plain, md_table
+from .format import fmt, fmt_p, fmt_plain, md_table
 from .stats import ALPHA, PAIR_COLS, paired, resolvable
 
 
@@ -72,7 +72,7 @@ def paired_tables(runs: pd.DataFrame, by: Sequence[str],
             text.append("Nothing to compare: one variant per group.\n")
             continue
         header, rows = _table(pairs, group)
-        text += [md_table(header, rows), "\n",
+        text += [md_table(header, rows), _one_pair(pairs), "\n",
                  legend(header, runs, extra={"difference": COLUMNS["difference"]._replace(
                      unit=_unit(metric).strip() or "that of the metric")})]
     if not frames:
@@ -112,7 +112,8 @@ def _settings_compared(runs: pd.DataFrame, by: Sequence[str],
         frames.append(pairs.assign(table=f"{name}/{SETTING}", metric=metric))
         text.append(f"\n## `{name}.md`: {metric}, by setting\n\n")
         header, rows = _table(pairs, group)
-        text.append(md_table(header, rows) + "\n" if rows else "Nothing to compare.\n")
+        text.append(md_table(header, rows) + _one_pair(pairs) + "\n" if rows
+                    else "Nothing to compare.\n")
     return "".join(text), _frame(frames, group) if frames else None
 
 
@@ -132,9 +133,16 @@ def _table(pairs: pd.DataFrame, group: list) -> tuple[list, list]:
     return group + ["comparison", "n_pairs", "seeds", "difference", "p", "p_holm"], rows
 
 
+ONE_PAIR = "A difference without `±` is of one pair (one common seed): it has no interval."
+
+
+def _one_pair(pairs: pd.DataFrame) -> str:
+    return f"\n{ONE_PAIR}\n" if (pairs["n_pairs"] == 1).any() else ""
+
+
 def _difference(d: dict) -> str:
     if d["n_pairs"] == 0:
         return "– (no common seed)"
     if d["n_pairs"] == 1:
-        return f"{fmt_plain(d['mean_diff'])} ({NO_INTERVAL})"
+        return fmt_plain(d["mean_diff"])     # ONE_PAIR, under the table, says it once
     return fmt(d["mean_diff"], d["ci95"])
