@@ -151,8 +151,10 @@ class TrackingCallback(Callback):
         """A stop signal to the launching process (bench.tracking.stopping):
         the workers checkpoint and end KILLED, nothing below this process
         is left, the parent ends KILLED with the summary."""
-        if self.parent is None or self._stopping:
+        if self._stopping:          # already stopping: the first signal's end is under way
             return
+        if self.parent is None:     # the sweep is recorded already: end as the signal would
+            raise SystemExit(128 + signum)
         self._stopping = name = signal.Signals(signum).name
         print(f"[bench] {name}: stopping the sweep; each running job checkpoints and ends "
               f"KILLED", file=sys.stderr, flush=True)
