@@ -220,7 +220,7 @@ if has fashion; then  # opt-in: experiment=cvae_fashion (the tutorial's model) x
   # README.md), so a run is CVAE_STEPS steps (default 400, ~1.7 epochs), not the tutorial's 100
   # epochs; two evaluations (step 0 and the end, the final one with the pictures) on the first
   # CVAE_EVAL test images, without gradient statistics (the study reports bounds, adherence,
-  # KL and active units): one evaluation costs about 30-80 training steps, so more would
+  # KL and active units): one evaluation of 1,000 images costs ~15-60 training steps, so more would
   # take over 10% of so short a run. Resumes: finished configs are skipped, a run
   # checkpoints every CVAE_STEPS / 4 steps.
   CS=${CVAE_STEPS:-400}
