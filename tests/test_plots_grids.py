@@ -170,3 +170,22 @@ def test_the_header_lines_fit_the_canvas(tmp_path, figures):
     for t in fig.texts:
         box = t.get_window_extent(renderer)
         assert 0 <= box.x0 and box.x1 <= width, t.get_text()
+
+
+def test_a_colour_picture_keeps_its_colours(tmp_path):
+    """The final evaluation's t-SNE (models.pictures) is an RGB PNG: its panel is drawn in colour."""
+    client, runs = make_store(tmp_path, kinds=("latent_tsne",))
+    rid = runs["run_id"].iloc[0]
+    red = tmp_path / "red" / "step0000200_latent_tsne.png"
+    red.parent.mkdir()
+    Image.fromarray(np.tile(np.array([200, 30, 40], dtype=np.uint8), (H, W, 1)), mode="RGB").save(red)
+    client.log_artifact(rid, str(red), "samples")
+    out = tmp_path / "fig"
+    out.mkdir()
+    path, status = grids.write_grid_figures(client, runs, out)["latent_tsne"]
+    img = np.asarray(Image.open(path).convert("RGB"))
+    cell = (H * grids.magnification(W), W * grids.magnification(W))
+    left = (img.shape[1] - (2 * cell[1] + 3 * grids.GAP)) // 2
+    y = grids.HEADER_PX + grids.LABEL_PX + cell[0] // 2
+    panels = {tuple(img[y, left + grids.GAP + col * (cell[1] + grids.GAP) + cell[1] // 2]) for col in range(2)}
+    assert (200, 30, 40) in panels and (255, 255, 255) in panels     # the red step-200 one, the other white
