@@ -342,6 +342,14 @@ PAPER_CASES: dict[str, PaperCase] = {
     "reinmax": PaperCase(["estimator=reinmax"]),
     "gumbel_rao": PaperCase(["estimator=gumbel_rao"]),
     "indecater": PaperCase(["estimator=indecater"]),
+    # the latest round's: Trainer steps timed at the papers' model (2 evaluations of f
+    # for the multi-sample ones, as a DisARM pair), no paper loop to pair with
+    "arms S=2": PaperCase(["estimator=arms", "estimator.n_samples=2"]),
+    "carms S=2": PaperCase(["estimator=carms", "estimator.n_samples=2"]),
+    "unordered_set k=2": PaperCase(["estimator=unordered_set", "estimator.n_samples=2"]),
+    "double_cv S=2": PaperCase(["estimator=double_cv", "estimator.n_samples=2"]),
+    "gst": PaperCase(["estimator=gst"]),
+    "decoupled_st": PaperCase(["estimator=decoupled_st"]),
 }
 PAIRED_PAPER_CASES = [k for k, c in PAPER_CASES.items() if c.step is not None]
 
