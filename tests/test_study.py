@@ -66,6 +66,13 @@ def test_add_variants_labels_tasks_and_leaves_constant_options_alone():
     # long floats are shortened in labels
     varied = runs.assign(**{"params.estimator.tau": ["0.5", "0.5", "1.3271988", "1.3271988"]})
     assert list(tables.add_variants(varied)["variant"])[2:] == ["relax(tau=1.327)"] * 2
+    # how the estimator's own parameters are trained splits its rows; a run from
+    # before train.estimator_beta1 existed computed its default (0.9)
+    beta = runs.assign(**{"params.train.estimator_beta1": [None, "0.9", "0.999", "0.999"]})
+    assert list(tables.add_variants(beta)["variant"]) == \
+        ["relax(estimator_beta1=0.9)"] * 2 + ["relax(estimator_beta1=0.999)"] * 2
+    same = runs.assign(**{"params.train.estimator_beta1": [None, "0.9", "0.9", None]})
+    assert list(tables.add_variants(same)["variant"]) == ["relax"] * 4
     # no params columns at all (runs from before the params were read): bare names
     bare = tables.add_variants(runs[["run_id", "estimator", "task"]])
     assert list(bare["variant"]) == ["relax"] * 4

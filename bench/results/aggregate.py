@@ -27,6 +27,7 @@ import pandas as pd
 from .format import natkey, sort_rows
 from .stats import ci_halfwidth
 from .store import MISSING
+from ..tracking.identity import HASH_DEFAULTS
 
 ALWAYS = ("task", "estimator", "conditioning")   # group keys shown even when constant
 IF_VARIED = ("model", "latent", "backbone", "backbone_mode", "kl", "free_bits",
@@ -38,6 +39,10 @@ VARIANTS = {"variant": "estimator", "task_variant": "task"}
 # options that say where the data is, not what it is: the same files read from
 # two folders (a default that became explicit) are one task, not two variants
 PLACE = ("params.task.data_dir",)
+# how an estimator's own parameters are trained: part of its variant, not a
+# tuned value; a run stored before the key existed computed its default
+# (bench.tracking.identity.HASH_DEFAULTS), so a missing value reads as that
+ESTIMATOR_TRAINING = ("params.train.estimator_beta1",)
 # label column -> the param it is read from (settings that are no tag)
 SETTINGS = {"backbone": "params.model.backbone", "backbone_mode": "params.model.backbone_mode"}
 LABEL = "params.model.label"          # an overlay's name for its model (bench.config.schema)
@@ -89,14 +94,20 @@ def add_variants(runs: pd.DataFrame) -> pd.DataFrame:
         prefix = f"params.{base}."
         opts = sorted(c for c in runs if c.startswith(prefix) and c != prefix + "name"
                       and c not in PLACE)
+        if base == "estimator":
+            opts += [c for c in ESTIMATOR_TRAINING if c in runs]
         within = [base] + (["task"] if base != "task" and "task" in runs else [])
         labels = runs[base].astype(str).copy()
         for _, g in runs.groupby(within, sort=True):
-            vals = g[opts].fillna(MISSING).astype(str)
-            varying = [c for c in opts if vals[c].nunique() > 1]
+            vals = g[opts].astype(object)
+            for c in ESTIMATOR_TRAINING:
+                if c in vals:
+                    vals[c] = vals[c].fillna(str(HASH_DEFAULTS[c[len("params."):]]))
+            vals = vals.fillna(MISSING).astype(str)
+            varying = [c for c in opts if vals[c].apply(_short).nunique() > 1]
             if varying:
                 labels.loc[g.index] = [
-                    f"{name}(" + ",".join(f"{c[len(prefix):]}={_short(v)}"
+                    f"{name}(" + ",".join(f"{_opt(c, prefix)}={_short(v)}"
                                           for c, v in zip(varying, row)) + ")"
                     for name, row in zip(g[base].astype(str),
                                          vals[varying].itertuples(index=False))]
@@ -149,6 +160,12 @@ def model_legend(runs: pd.DataFrame, keys: Sequence[str]) -> str:
     return ("Models (`model`, the label an experiment overlay gave it in `model.label`, and "
             "the options that vary among the runs):\n\n"
             + "".join(f"- `{m}`: {o}\n" for m, o in pairs) + "\n`-`: not set (the model's default).\n\n")
+
+
+def _opt(column: str, prefix: str) -> str:
+    """An option's name in a label: without `params.<base>.`, or the last part
+    of an ESTIMATOR_TRAINING key (train.estimator_beta1 -> estimator_beta1)."""
+    return column[len(prefix):] if column.startswith(prefix) else column.rsplit(".", 1)[1]
 
 
 def _short(value: str) -> str:

@@ -36,8 +36,10 @@ SWEEP_COUNTS = ("sweep.finished", "sweep.failed", "sweep.skipped", "sweep.killed
 SKIPPED_PREFIX = "skipped."  # on a parent: skipped.<job num> = id of the earlier run
 # config groups whose params come along as params.<key>: the estimator's and task's
 # options (variant labels), the latent's sizes (legends), the model's settings
-# (backbone, backbone_mode)
+# (backbone, backbone_mode), and the single keys that join an estimator's variant
+# (bench.results.aggregate.ESTIMATOR_TRAINING)
 PARAM_GROUPS = ("estimator", "task", "latent", "model")
+PARAM_KEYS = ("train.estimator_beta1",)
 MISSING = "-"  # label for a tag a run does not carry (e.g. `kl` on an old run)
 
 # 50,000 is the largest page the SQL store and the server accept.
@@ -88,7 +90,7 @@ def _row(run) -> dict:
     row.update(run.data.metrics)  # latest value per metric key
     # the estimator's and task's options (variant labels), latent sizes, model settings
     row.update({f"params.{k}": v for k, v in run.data.params.items()
-                if k.split(".", 1)[0] in PARAM_GROUPS})
+                if k.split(".", 1)[0] in PARAM_GROUPS or k in PARAM_KEYS})
     return row
 
 
