@@ -135,3 +135,14 @@ def test_the_evaluator_writes_the_pictures_at_the_final_evaluation_only():
     names.clear()
     ev.generated(5, final=True)
     assert len(names) == 8 and "step0000005_latent_tsne.png" in names and "step0000005_class_blend.png" in names
+
+
+def test_tsne_points_is_not_part_of_a_runs_identity():
+    """How many images the final t-SNE draws changes a picture, not what a run
+    computes: config_hash is the same at any eval.tsne_points."""
+    from omegaconf import OmegaConf
+    from bench.tracking.identity import config_hash
+    from tests.compose import compose_config
+    hashes = {config_hash(OmegaConf.to_container(compose_config([f"eval.tsne_points={n}"])))
+              for n in (12, 1000, 5000)}
+    assert len(hashes) == 1

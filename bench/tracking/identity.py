@@ -21,14 +21,16 @@ LABEL_KEYS = ("estimator", "conditioning", "task", "latent", "kl", "free_bits",
 # config keys that do not change what a run computes: left out of config_hash
 # (dotted: one key of a section; checkpoints say where and how often state is
 # saved, exact's rows_per_call into how many calls of f its sum is split,
-# model.label what the tables call the model)
+# model.label what the tables call the model, eval.tsne_points how many images
+# one picture of the final evaluation draws)
 HASH_EXCLUDE = ("rerun", "progress", "mlflow", "hydra", "train.checkpoint_every",
-                "train.checkpoint_dir", "estimator.rows_per_call", "model.label")
+                "train.checkpoint_dir", "estimator.rows_per_call", "model.label",
+                "eval.tsne_points")
 # keys added after runs were stored, with the value that computes what runs did
 # before the key existed: at that value a key is left out of config_hash, so
 # stored runs keep their identity (and a rerun still finds them FINISHED)
 HASH_DEFAULTS = {"kl.form": "analytic", "eval.train_elbo_size": 0, "train.fused_adam": False,
-                 "train.estimator_beta1": 0.9, "eval.tsne_points": 1000}
+                 "train.estimator_beta1": 0.9}
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
